@@ -1,0 +1,33 @@
+//! `clex`: the command line of clex-rs. Subcommands live one per file.
+
+mod rope;
+
+use clap::{Parser, Subcommand};
+
+/// CLEX and RoPE-scaling tools for HF-format LLaMA / GPT-NeoX checkpoints.
+#[derive(Parser, Debug)]
+#[command(name = "clex", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Show the RoPE / CLEX frequencies a config.json implies at a given length.
+    Rope(rope::RopeArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Rope(args) => rope::run(args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,53 @@
+//! `clex rope`: what rotary frequencies a checkpoint's config.json gives at a length.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clex_core::clex::ClexLayerConfig;
+use clex_core::{RopeConfig, RopeScaling};
+use clex_train::backend;
+
+/// Arguments of `clex rope`.
+#[derive(clap::Args, Debug)]
+pub struct RopeArgs {
+    /// An HF `config.json`, or a model directory holding one.
+    #[arg(short = 'c', long)]
+    config: PathBuf,
+    /// Total sequence length N (cache + new tokens).
+    #[arg(short = 'n', long, default_value_t = 1)]
+    length: usize,
+}
+
+pub fn run(args: RopeArgs) -> anyhow::Result<()> {
+    let path = if args.config.is_dir() { args.config.join("config.json") } else { args.config.clone() };
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let rope = RopeConfig::from_hf_str(&text).with_context(|| format!("in {}", path.display()))?;
+    println!("kind: {}", rope.scaling.kind());
+    println!(
+        "head_dim: {}, rotary dims: {}, base: {}, max_position_embeddings: {}",
+        rope.head_dim, rope.rotary_dim, rope.theta, rope.max_position_embeddings
+    );
+    let freqs = rope.frequencies(args.length);
+    let (inv, scale) = match &rope.scaling {
+        RopeScaling::Clex(_) => {
+            // A fresh (untrained) CLEX layer: D = 0, i.e. NTK scaling with α = 2t − 1.
+            let cfg = ClexLayerConfig::from_rope(&rope).context("CLEX settings")?;
+            let layer = cfg.init::<backend::Inference>(&backend::device(None));
+            let sf = layer.scaling_factor(args.length);
+            println!(
+                "CLEX: t = {} for N = {}{} (untrained layer: D = 0, so θ(t) is NTK scaling with α = 2t − 1)",
+                sf.t,
+                args.length,
+                if sf.beyond_max { " (beyond P·T_max: θ(T_max) extrapolated)" } else { "" }
+            );
+            (layer.theta(sf.t).into_data().convert::<f32>().to_vec::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"))?, 1.0)
+        }
+        _ => (freqs.inv_freq, freqs.attention_scaling),
+    };
+    println!("attention scaling: {scale}");
+    println!("inv_freq[0..{}]:", inv.len());
+    for chunk in inv.chunks(8) {
+        println!("  {}", chunk.iter().map(|x| format!("{x:.6e}")).collect::<Vec<_>>().join(" "));
+    }
+    Ok(())
+}

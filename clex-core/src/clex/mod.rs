@@ -1,0 +1,20 @@
+//! CLEX: the continuous frequency trajectory θ(t) (spec sections a–e, h).
+//!
+//! - [`ode`]: F(z, t), its time embedding and vector-Jacobian product (host, f32).
+//! - [`solver`]: the torchdiffeq-compatible 3/8-rule RK4 grid and its exact reverse mode.
+//! - [`theta`]: the training solve over [1, t], the [1..T_max] table and its cache.
+//! - [`schedule`]: t = ceil(N/P) clamped, log scaling, the training position sampler.
+//! - [`ClexLayer`]: the burn module; [`ClexBackend`]: the solve as one autodiff node.
+
+mod autodiff;
+mod kernels;
+mod layer;
+pub mod ode;
+pub mod schedule;
+pub mod solver;
+pub mod theta;
+
+pub use autodiff::ClexBackend;
+pub use layer::{ClexLayer, ClexLayerConfig, OdeProjection};
+pub use schedule::{PositionSampler, ScalingFactor, TrainDraw, log_scale, positions_from_subset, scaling_factor};
+pub use theta::{OdeSpec, OdeWeights, ThetaCache, ThetaGrads, ThetaTable, ThetaTape};

@@ -1,0 +1,114 @@
+//! Every HF rope table in `fixtures/rope_tables.safetensors` (transformers 5.24, f32):
+//! inv_freq, attention_scaling, cos and sin for default / linear / dynamic / yarn, full and
+//! partial rotary, and the LLaMA-7B geometry at positions up to 16383.
+//!
+//! Tolerances: inv_freq 1e-6 relative (f32 pow may differ by an ulp: torch uses SLEEF's
+//! vectorised powf), attention_scaling 1e-6. cos/sin built from HF's own inv_freq: 1e-5
+//! absolute at every position, 0..16383 (the angle is the same single f32 product m·θ in
+//! both, so even far positions agree to cos/sin rounding, ~1e-7 measured). cos/sin built
+//! end to end from our inv_freq: 1e-5 + m·(max|Δθ| + 2.4e-7) (an ulp of θ turns into m ulps of
+//! angle, and the two roundings of m·θ then no longer coincide; this only matters for dynamic NTK, whose base is recomputed with pow).
+
+mod common;
+
+use burn::tensor::{Tensor, TensorData};
+use clex_core::RopeConfig;
+use clex_core::rope::cos_sin;
+use common::*;
+use serde_json::json;
+
+fn config_for(entry: &serde_json::Value) -> RopeConfig {
+    let rp = entry["rope_parameters"].clone();
+    let partial = rp.get("partial_rotary_factor").and_then(|v| v.as_f64()).unwrap_or(1.0);
+    let rotary = entry["rotary_dim"].as_u64().unwrap() as f64;
+    let cfg = json!({
+        "head_dim": (rotary / partial).round() as u64,
+        "max_position_embeddings": entry["max_position_embeddings"],
+        "rope_parameters": rp,
+    });
+    RopeConfig::from_hf_json(&cfg).unwrap()
+}
+
+#[test]
+fn every_hf_rope_table_matches() {
+    let fx = Fixture::open("rope_tables.safetensors");
+    let manifest = read_json("rope_tables.json");
+    let tables = manifest["rope_tables"].as_object().unwrap();
+    assert_eq!(tables.len(), 48, "fixture should hold 48 tables");
+    let device = Default::default();
+    let mut checked = 0;
+    let mut worst_near = 0.0f32;
+    let mut worst_far = 0.0f32;
+    for (key, entry) in tables {
+        let cfg = config_for(entry);
+        let seq_len: usize = key.rsplit('/').next().unwrap()[1..].parse().unwrap();
+        let freqs = cfg.frequencies(seq_len);
+        let (want_inv, _) = fx.f32(&format!("{key}/inv_freq"));
+        assert_close_rel(&format!("{key}/inv_freq"), &freqs.inv_freq, &want_inv, 1e-6);
+        let (want_scale, _) = fx.f32(&format!("{key}/attention_scaling"));
+        assert!(
+            (freqs.attention_scaling - want_scale[0]).abs() <= 1e-6,
+            "{key}: attention_scaling {} vs {}",
+            freqs.attention_scaling,
+            want_scale[0]
+        );
+        assert!((want_scale[0] as f64 - entry["attention_scaling"].as_f64().unwrap()).abs() < 1e-6);
+
+        let positions: Vec<i64> =
+            if fx.has(&format!("{key}/positions")) { fx.i64(&format!("{key}/positions")) } else { (0..seq_len as i64).collect() };
+        let suffix = if fx.has(&format!("{key}/cos_at")) { "_at" } else { "" };
+        let (want_cos, shape) = fx.f32(&format!("{key}/cos{suffix}"));
+        let (want_sin, _) = fx.f32(&format!("{key}/sin{suffix}"));
+        assert_eq!(shape, vec![positions.len(), cfg.rotary_dim], "{key}");
+
+        let pos_f: Vec<f32> = positions.iter().map(|&p| p as f32).collect();
+        let n = pos_f.len();
+        let k = freqs.inv_freq.len();
+        let dtheta = freqs.inv_freq.iter().zip(&want_inv).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+        for (source, inv, extra) in [("HF inv_freq", &want_inv, 0.0f32), ("our inv_freq", &freqs.inv_freq, dtheta)] {
+            let (cos, sin) = cos_sin::<B>(
+                Tensor::from_data(TensorData::new(pos_f.clone(), [n]), &device),
+                Tensor::from_data(TensorData::new(inv.clone(), [k]), &device),
+                freqs.attention_scaling,
+            );
+            let (cos, sin) = (to_vec(cos), to_vec(sin));
+            let width = 2 * k;
+            for (r, &m) in positions.iter().enumerate() {
+                let tol = if extra == 0.0 { 1e-5 } else { 1e-5 + m as f32 * (extra + 2.4e-7) };
+                let row = r * width..(r + 1) * width;
+                let what = format!("{key} ({source}) row m={m}");
+                let dc = assert_close_abs(&format!("{what} cos"), &cos[row.clone()], &want_cos[row.clone()], tol);
+                let ds = assert_close_abs(&format!("{what} sin"), &sin[row.clone()], &want_sin[row], tol);
+                if extra == 0.0 {
+                    if m <= 1024 {
+                        worst_near = worst_near.max(dc.max(ds));
+                    } else {
+                        worst_far = worst_far.max(dc.max(ds));
+                    }
+                }
+            }
+        }
+        checked += 1;
+    }
+    assert_eq!(checked, 48);
+    eprintln!("rope tables from HF inv_freq: worst |diff| {worst_near:e} (m <= 1024), {worst_far:e} (m > 1024)");
+}
+
+/// Dynamic NTK depends on the current length: at or below P it is plain RoPE, above it the
+/// base grows, and longer inputs give strictly lower frequencies (except θ_0 = 1).
+#[test]
+fn dynamic_ntk_depends_on_length() {
+    let cfg = RopeConfig::from_hf_json(&json!({
+        "head_dim": 16, "max_position_embeddings": 128,
+        "rope_scaling": {"type": "dynamic", "factor": 4.0}
+    }))
+    .unwrap();
+    let base = cfg.frequencies(1).inv_freq;
+    assert_eq!(cfg.frequencies(128).inv_freq, base);
+    let f256 = cfg.frequencies(256).inv_freq;
+    let f512 = cfg.frequencies(512).inv_freq;
+    assert_eq!(f256[0], 1.0);
+    for i in 1..base.len() {
+        assert!(f256[i] < base[i] && f512[i] < f256[i], "i={i}: {} {} {}", base[i], f256[i], f512[i]);
+    }
+}

@@ -1,0 +1,61 @@
+//! The concrete backend, chosen by cargo feature. This is the only module in the workspace
+//! that decides it: everything else is generic over `B: Backend`.
+//!
+//! | feature | backend | device |
+//! |---|---|---|
+//! | `tch` | libtorch (`burn-tch`) | `cuda:N` when libtorch has CUDA, else CPU |
+//! | `wgpu` | wgpu (`burn-wgpu`) | the default adapter, or `N` discrete GPU |
+//! | `flex` (default) | pure-Rust CPU (`burn-flex`) | CPU |
+//!
+//! When several are enabled the first row wins, so `--features wgpu` works without
+//! `--no-default-features`.
+
+use burn::tensor::Device;
+
+/// The inference backend.
+#[cfg(feature = "tch")]
+pub type Inference = burn_tch::LibTorch<f32>;
+/// The inference backend.
+#[cfg(all(feature = "wgpu", not(feature = "tch")))]
+pub type Inference = burn_wgpu::Wgpu;
+/// The inference backend.
+#[cfg(not(any(feature = "tch", feature = "wgpu")))]
+pub type Inference = burn_flex::Flex;
+
+/// The training backend: [`Inference`] with autodiff.
+pub type Training = burn::backend::Autodiff<Inference>;
+
+/// The device for a user-facing index (`--device N`); CPU backends ignore it.
+pub fn device(index: Option<usize>) -> Device<Inference> {
+    #[cfg(feature = "tch")]
+    {
+        if tch::Cuda::is_available() {
+            return burn_tch::LibTorchDevice::Cuda(index.unwrap_or(0));
+        }
+        let _ = index;
+        burn_tch::LibTorchDevice::Cpu
+    }
+    #[cfg(all(feature = "wgpu", not(feature = "tch")))]
+    {
+        match index {
+            Some(i) => burn_wgpu::WgpuDevice::DiscreteGpu(i),
+            None => burn_wgpu::WgpuDevice::DefaultDevice,
+        }
+    }
+    #[cfg(not(any(feature = "tch", feature = "wgpu")))]
+    {
+        let _ = index;
+        Default::default()
+    }
+}
+
+/// Human-readable name of the compiled-in backend.
+pub fn name() -> &'static str {
+    if cfg!(feature = "tch") {
+        "tch (libtorch)"
+    } else if cfg!(feature = "wgpu") {
+        "wgpu"
+    } else {
+        "flex (CPU)"
+    }
+}
