@@ -9,8 +9,8 @@
 mod common;
 
 use burn::module::Param;
-use burn::tensor::activation;
 use burn::tensor::{Tensor, TensorData};
+use clex_core::clex::naive::theta_by_tensor_ops;
 use clex_core::clex::solver::time_grid;
 use clex_core::clex::{OdeSpec, OdeWeights, PositionSampler, log_scale, scaling_factor};
 use clex_core::rope::base_inv_freq;
@@ -180,34 +180,9 @@ fn custom_backward_matches_plain_autodiff_through_the_steps() {
         // Plain autodiff: every stage is a chain of burn ops.
         let u_p = Param::from_tensor(Tensor::<AD, 2>::from_data(TensorData::new(up, [k, hid]), &device));
         let d_p = Param::from_tensor(Tensor::<AD, 2>::from_data(TensorData::new(down, [hid, k]), &device));
-        let (uu, dd) = (u_p.val(), d_p.val());
-        let f = |tt: f32, z: Tensor<AD, 2>| -> Tensor<AD, 2> {
-            let alpha = 2.0 * tt as f64 - 1.0;
-            let ell: Vec<f32> = (0..k)
-                .map(|i| (-(2.0 * i as f64 / dim as f64 * 1e4f64.ln() + 2.0 * i as f64 / (dim as f64 - 2.0) * alpha.ln())) as f32)
-                .collect();
-            let dell: Vec<f32> = (0..k).map(|i| (-4.0 * i as f64 / ((dim as f64 - 2.0) * alpha)) as f32).collect();
-            let ell = Tensor::<AD, 2>::from_data(TensorData::new(ell, [1, k]), &device);
-            let dell = Tensor::<AD, 2>::from_data(TensorData::new(dell, [1, k]), &device);
-            let a = (z + ell).matmul(uu.clone());
-            let s = match act {
-                ClexAct::Tanh => a.tanh(),
-                ClexAct::Silu => activation::silu(a),
-            };
-            s.matmul(dd.clone()) + dell
-        };
-        let mut y = Tensor::<AD, 2>::from_data(TensorData::new(inv.iter().map(|x| x.ln()).collect::<Vec<_>>(), [1, k]), &device);
-        let grid = time_grid(1.0, t as f32, h);
-        for win in grid.windows(2) {
-            let (t0, t1) = (win[0], win[1]);
-            let dt = t1 - t0;
-            let k1 = f(t0, y.clone());
-            let k2 = f(t0 + dt / 3.0, y.clone() + k1.clone() * (dt / 3.0));
-            let k3 = f(t0 + dt * 2.0 / 3.0, y.clone() + (k2.clone() - k1.clone() / 3.0) * dt);
-            let k4 = f(t1, y.clone() + (k1.clone() - k2.clone() + k3.clone()) * dt);
-            y = y + (k1 + (k2 + k3) * 3.0 + k4) * (dt * 0.125);
-        }
-        let theta = y.exp().reshape([k]);
+        let spec = OdeSpec { dim, act, time_dt: h };
+        let inv_t = Tensor::<AD, 1>::from_data(TensorData::new(inv, [k]), &device);
+        let theta = theta_by_tensor_ops(inv_t, u_p.val(), d_p.val(), &spec, t);
         let loss_plain = (theta * lw_t).sum();
         let g2 = loss_plain.backward();
         let plain_u = to_vec(u_p.grad(&g2).unwrap());

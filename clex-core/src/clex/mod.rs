@@ -4,11 +4,13 @@
 //! - [`solver`]: the torchdiffeq-compatible 3/8-rule RK4 grid and its exact reverse mode.
 //! - [`theta`]: the training solve over [1, t], the [1..T_max] table and its cache.
 //! - [`schedule`]: t = ceil(N/P) clamped, log scaling, the training position sampler.
+//! - [`naive`]: the same solve as plain burn ops (the autodiff baseline for tests and benches).
 //! - [`ClexLayer`]: the burn module; [`ClexBackend`]: the solve as one autodiff node.
 
 mod autodiff;
 mod kernels;
 mod layer;
+pub mod naive;
 pub mod ode;
 pub mod schedule;
 pub mod solver;

@@ -8,7 +8,7 @@
 //! ℓ and ℓ' are evaluated in closed form in f64 (the reference forms the same quantities
 //! with f32 pow/log; the two agree to f32 rounding).
 
-use super::kernels::{outer_acc, transpose, vec_mat};
+use super::kernels::{activate, outer_acc, scale_by_grad, transpose, vec_mat};
 use crate::config::ClexAct;
 
 /// Base of the NTK time embedding: always 10000 (spec §3.4, pitfall h.3).
@@ -77,9 +77,7 @@ impl OdeFunction {
             *u = z + l;
         }
         vec_mat(&mut scratch.a, &scratch.u, &self.up);
-        for j in 0..h {
-            scratch.s[j] = activate(self.act, scratch.a[j]);
-        }
+        activate(self.act, &scratch.a, &mut scratch.s);
         vec_mat(out, &scratch.s, &self.down);
         for (o, d) in out.iter_mut().zip(&scratch.dell) {
             *o += d;
@@ -109,9 +107,7 @@ impl OdeFunction {
         let (a, s) = rest.split_at(h);
         // ds = λ_F·Dᵀ, then through σ.
         vec_mat(da, lam_f, &tr.down_t);
-        for j in 0..h {
-            da[j] *= activate_grad(self.act, a[j], s[j]);
-        }
+        scale_by_grad(self.act, a, s, da);
         outer_acc(&mut grads.down, s, lam_f);
         outer_acc(&mut grads.up, u, da);
         vec_mat(lam_z, da, &tr.up_t);
@@ -142,29 +138,4 @@ pub struct WeightGrads {
     pub up: Vec<f32>,
     /// ∂L/∂D, row-major [H, K].
     pub down: Vec<f32>,
-}
-
-#[inline]
-fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + (-x).exp())
-}
-
-#[inline]
-fn activate(act: ClexAct, x: f32) -> f32 {
-    match act {
-        ClexAct::Tanh => x.tanh(),
-        ClexAct::Silu => x * sigmoid(x),
-    }
-}
-
-/// σ'(a) given a and s = σ(a).
-#[inline]
-fn activate_grad(act: ClexAct, a: f32, s: f32) -> f32 {
-    match act {
-        ClexAct::Tanh => 1.0 - s * s,
-        ClexAct::Silu => {
-            let g = sigmoid(a);
-            g * (1.0 + a * (1.0 - g))
-        }
-    }
 }
