@@ -38,6 +38,7 @@ const LN2_HI: f32 = 0.693_359_4;
 const LN2_LO: f32 = -2.121_944_4e-4;
 
 #[inline(always)]
+#[allow(clippy::excessive_precision)] // Cephes' coefficients, as published
 fn exp_fast(x: f32) -> f32 {
     let x = x.clamp(-87.0, 88.0);
     let n = (x * LOG2E + 0.5).floor();
@@ -50,6 +51,7 @@ fn exp_fast(x: f32) -> f32 {
 }
 
 #[inline(always)]
+#[allow(clippy::excessive_precision)]
 fn tanh_fast(x: f32) -> f32 {
     let ax = x.abs();
     let big = 1.0 - 2.0 / (exp_fast(2.0 * ax) + 1.0);
