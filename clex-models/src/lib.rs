@@ -1,2 +1,31 @@
-//! clex-models: LLaMA and GPT-NeoX on any burn backend (built in the clex-models issue;
-//! this crate is an empty placeholder until then).
+//! clex-models: LLaMA and GPT-NeoX on any burn backend, with every RoPE kind of clex-core
+//! and CLEX, HF checkpoints in and out, and the KV cache CLEX needs.
+//!
+//! - [`load_model`] / [`save_model`]: HF directories (config.json + safetensors, sharded or
+//!   not, f32/f16/bf16), errors naming the file and tensor.
+//! - [`CausalLm`]: one model type for both architectures; [`CausalLm::forward_with`] runs
+//!   with or without a [`KvCache`] under a [`CachePolicy`].
+
+#![warn(missing_docs)]
+
+mod attention;
+pub mod cache;
+pub mod config;
+pub mod error;
+mod export;
+mod gpt_neox;
+mod hf;
+pub mod layers;
+mod llama;
+mod loader;
+mod model;
+pub mod weights;
+
+pub use attention::{Attention, RotaryBatch};
+pub use cache::{CachePolicy, CacheStats, KvCache};
+pub use config::{Activation, Architecture, ModelConfig};
+pub use error::ModelError;
+pub use export::{hf_tensors, save_model, write_atomic};
+pub use hf::HostTensor;
+pub use loader::{load_from_files, load_model};
+pub use model::{CausalLm, ForwardOptions, ForwardOutput};

@@ -19,10 +19,21 @@ pub fn rotate_half<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> 
 /// - `cos`, `sin`: `[seq, rot]` with `rot <= head_dim`, even
 /// - returns `[batch, heads, seq, head_dim]`
 pub fn apply_rotary<B: Backend>(x: Tensor<B, 4>, cos: Tensor<B, 2>, sin: Tensor<B, 2>) -> Tensor<B, 4> {
+    apply_rotary_batched(x, cos.unsqueeze::<3>(), sin.unsqueeze::<3>())
+}
+
+/// [`apply_rotary`] with per-row tables (left-padded batches rotate each row at its own
+/// positions).
+///
+/// # Shapes
+/// - `x`: `[batch, heads, seq, head_dim]`
+/// - `cos`, `sin`: `[batch or 1, seq, rot]`
+/// - returns `[batch, heads, seq, head_dim]`
+pub fn apply_rotary_batched<B: Backend>(x: Tensor<B, 4>, cos: Tensor<B, 3>, sin: Tensor<B, 3>) -> Tensor<B, 4> {
     let head_dim = x.dims()[3];
-    let rot = cos.dims()[1];
-    let cos = cos.unsqueeze::<4>();
-    let sin = sin.unsqueeze::<4>();
+    let rot = cos.dims()[2];
+    let cos = cos.unsqueeze_dim::<4>(1);
+    let sin = sin.unsqueeze_dim::<4>(1);
     if rot == head_dim {
         return x.clone() * cos + rotate_half(x) * sin;
     }

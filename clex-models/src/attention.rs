@@ -1,0 +1,108 @@
+//! Multi-head attention with GQA, rotary (full or partial), optional CLEX query log-scaling
+//! and the CLEX-aware KV cache. The one attention implementation of both architectures.
+
+use burn::module::Module;
+use burn::nn::Linear;
+use burn::tensor::activation::softmax;
+use burn::tensor::{Bool, DType, FloatDType, Tensor, backend::Backend};
+use clex_core::rope::apply_rotary_batched;
+
+use crate::cache::LayerKv;
+
+/// Rotary inputs of one forward, shared by every layer.
+#[derive(Debug, Clone)]
+pub struct RotaryBatch<B: Backend> {
+    /// cos for the new tokens, `[batch or 1, seq, rot]`.
+    pub cos: Tensor<B, 3>,
+    /// sin for the new tokens, `[batch or 1, seq, rot]`.
+    pub sin: Tensor<B, 3>,
+    /// cos/sin for ALL key positions `[batch or 1, total, rot]` when the cached raw keys must
+    /// be re-rotated (CLEX t changed).
+    pub rerotate: Option<(Tensor<B, 3>, Tensor<B, 3>)>,
+    /// Keep un-rotated keys in the cache (CLEX under the reference policy).
+    pub keep_raw: bool,
+    /// Multiplies queries (CLEX log scaling λ(N)).
+    pub query_scale: Option<f32>,
+}
+
+/// q/k/v/o projections (`[in, out]` burn layout) and head geometry.
+#[derive(Module, Debug)]
+pub struct Attention<B: Backend> {
+    /// Query projection.
+    pub q_proj: Linear<B>,
+    /// Key projection.
+    pub k_proj: Linear<B>,
+    /// Value projection.
+    pub v_proj: Linear<B>,
+    /// Output projection.
+    pub o_proj: Linear<B>,
+    /// Query heads.
+    pub num_heads: usize,
+    /// Key/value heads.
+    pub num_kv_heads: usize,
+    /// Head size.
+    pub head_dim: usize,
+}
+
+impl<B: Backend> Attention<B> {
+    fn split_heads(&self, x: Tensor<B, 3>, heads: usize) -> Tensor<B, 4> {
+        let [b, s, _] = x.dims();
+        x.reshape([b, s, heads, self.head_dim]).swap_dims(1, 2)
+    }
+
+    /// `[b, kv_heads, n, d]` → `[b, heads, n, d]`: each KV head serves heads/kv_heads queries.
+    fn repeat_kv(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let rep = self.num_heads / self.num_kv_heads;
+        if rep == 1 {
+            return x;
+        }
+        let [b, kvh, n, d] = x.dims();
+        x.unsqueeze_dim::<5>(2).expand([b, kvh, rep, n, d]).reshape([b, kvh * rep, n, d])
+    }
+
+    /// # Shapes
+    /// - `x`: `[batch, seq, hidden]`
+    /// - `mask`: `[batch or 1, 1, seq, total]`, true where attention is not allowed
+    /// - returns `[batch, seq, hidden]`
+    pub fn forward(&self, x: Tensor<B, 3>, rot: &RotaryBatch<B>, kv: Option<&mut LayerKv<B>>, mask: &Tensor<B, 4, Bool>) -> Tensor<B, 3> {
+        let [b, s, _] = x.dims();
+        let q = self.split_heads(self.q_proj.forward(x.clone()), self.num_heads);
+        let k = self.split_heads(self.k_proj.forward(x.clone()), self.num_kv_heads);
+        let v = self.split_heads(self.v_proj.forward(x), self.num_kv_heads);
+
+        let mut q = apply_rotary_batched(q, rot.cos.clone(), rot.sin.clone());
+        if let Some(scale) = rot.query_scale {
+            q = q.mul_scalar(scale);
+        }
+        let (k_all, v_all) = match kv {
+            None => (apply_rotary_batched(k, rot.cos.clone(), rot.sin.clone()), v),
+            Some(kv) => {
+                let cat = |old: Option<Tensor<B, 4>>, new: Tensor<B, 4>| match old {
+                    Some(old) => Tensor::cat(vec![old, new], 2),
+                    None => new,
+                };
+                let raw_all = if rot.keep_raw { Some(cat(kv.raw_k.take(), k.clone())) } else { None };
+                let k_rot = match (&rot.rerotate, &raw_all) {
+                    (Some((cos_all, sin_all)), Some(raw)) => apply_rotary_batched(raw.clone(), cos_all.clone(), sin_all.clone()),
+                    _ => cat(kv.rot_k.take(), apply_rotary_batched(k, rot.cos.clone(), rot.sin.clone())),
+                };
+                let v_all = cat(kv.v.take(), v);
+                kv.raw_k = raw_all;
+                kv.rot_k = Some(k_rot.clone());
+                kv.v = Some(v_all.clone());
+                (k_rot, v_all)
+            }
+        };
+        let k_all = self.repeat_kv(k_all);
+        let v_all = self.repeat_kv(v_all);
+        let scores = q.matmul(k_all.swap_dims(2, 3)).mul_scalar(1.0 / (self.head_dim as f64).sqrt());
+        // A large finite value, not -inf: rows that are all padding stay finite.
+        let scores = scores.mask_fill(mask.clone(), -1.0e30);
+        // Softmax in f32 whatever the compute dtype, as transformers' eager path does.
+        let dtype = scores.dtype();
+        let probs = if dtype == DType::F32 { softmax(scores, 3) } else { softmax(scores.cast(FloatDType::F32), 3).cast(dtype) };
+        let out = probs.matmul(v_all); // [b, h, s, d]
+        let out = out.swap_dims(1, 2).reshape([b, s, self.num_heads * self.head_dim]);
+        self.o_proj.forward(out)
+    }
+}

@@ -1,0 +1,312 @@
+//! [`CausalLm`]: one decoder-only model type for both architectures (the architecture
+//! files only name and shape its tensors), with the forward passes the CLI, evaluation and
+//! training share.
+
+use burn::module::Module;
+use burn::nn::{Embedding, Linear};
+use burn::tensor::{Bool, DType, FloatDType, Int, Tensor, TensorData, backend::Backend};
+use clex_core::clex::{ScalingFactor, log_scale};
+use clex_core::rope::cos_sin;
+use clex_core::{ClexLayer, RopeConfig, RopeScaling};
+
+use crate::attention::RotaryBatch;
+use crate::cache::{CachePolicy, KvCache};
+use crate::config::ModelConfig;
+use crate::error::ModelError;
+use crate::layers::{Block, Norm};
+
+/// A LLaMA or GPT-NeoX causal language model, optionally with CLEX.
+#[derive(Module, Debug)]
+pub struct CausalLm<B: Backend> {
+    /// Token embedding (`embed_tokens` / `embed_in`).
+    pub embed: Embedding<B>,
+    /// Decoder layers.
+    pub layers: Vec<Block<B>>,
+    /// Final norm (`norm` / `final_layer_norm`).
+    pub final_norm: Norm<B>,
+    /// LM head (`lm_head` / `embed_out`); `None` when tied to the embedding.
+    pub lm_head: Option<Linear<B>>,
+    /// The model's one CLEX layer (`clex_layer`), for CLEX checkpoints.
+    pub clex_layer: Option<ClexLayer<B>>,
+    #[module(skip)]
+    config: ModelConfig,
+}
+
+/// Options of [`CausalLm::forward_with`].
+#[derive(Debug, Clone, Default)]
+pub struct ForwardOptions {
+    /// Also return every hidden state (HF `output_hidden_states`).
+    pub hidden_states: bool,
+    /// Leading pad tokens of each row (left-padded batch). Only read on the first forward
+    /// of a cache; pads get no attention and positions start after them.
+    pub left_padding: Option<Vec<usize>>,
+}
+
+/// What a forward returns.
+#[derive(Debug, Clone)]
+pub struct ForwardOutput<B: Backend> {
+    /// `[batch, seq, vocab]` for the tokens of this call.
+    pub logits: Tensor<B, 3>,
+    /// Embeddings, the output of each layer but the last, then the final-norm output
+    /// (HF's convention); empty unless asked for.
+    pub hidden_states: Vec<Tensor<B, 3>>,
+    /// CLEX: the scaling factor used.
+    pub scaling_factor: Option<ScalingFactor>,
+}
+
+/// Frequencies in force for one forward.
+struct Frequencies<B: Backend> {
+    inv_freq: Tensor<B, 1>,
+    attention_scaling: f32,
+    /// Changes exactly when the frequencies change with length.
+    epoch: u64,
+    scaling_factor: Option<ScalingFactor>,
+}
+
+impl<B: Backend> CausalLm<B> {
+    pub(crate) fn from_parts(
+        config: ModelConfig,
+        embed: Embedding<B>,
+        layers: Vec<Block<B>>,
+        final_norm: Norm<B>,
+        lm_head: Option<Linear<B>>,
+        clex_layer: Option<ClexLayer<B>>,
+    ) -> Self {
+        CausalLm { embed, layers, final_norm, lm_head, clex_layer, config }
+    }
+
+    /// The model settings.
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    /// The rotary settings.
+    pub fn rope(&self) -> &RopeConfig {
+        &self.config.rope
+    }
+
+    /// An empty KV cache for this model.
+    pub fn new_cache(&self, policy: CachePolicy) -> KvCache<B> {
+        KvCache::new(policy, self.layers.len())
+    }
+
+    fn device(&self) -> B::Device {
+        self.embed.weight.val().device()
+    }
+
+    fn dtype(&self) -> DType {
+        self.embed.weight.val().dtype()
+    }
+
+    fn frequencies(&self, n: usize) -> Frequencies<B> {
+        let rope = &self.config.rope;
+        if let Some(clex) = &self.clex_layer {
+            let sf = clex.scaling_factor(n);
+            return Frequencies { inv_freq: clex.theta(sf.t), attention_scaling: 1.0, epoch: sf.t as u64, scaling_factor: Some(sf) };
+        }
+        let f = rope.frequencies(n);
+        let epoch = match &rope.scaling {
+            RopeScaling::Dynamic { .. } => n.max(rope.max_position_embeddings) as u64,
+            RopeScaling::LongRope(p) => (n > p.original_max_position_embeddings) as u64,
+            _ => 0,
+        };
+        let k = f.inv_freq.len();
+        let inv_freq = Tensor::from_data(TensorData::new(f.inv_freq, [k]), (&self.device(), DType::F32));
+        Frequencies { inv_freq, attention_scaling: f.attention_scaling, epoch, scaling_factor: None }
+    }
+
+    /// cos/sin `[rows, seq, rot]` for per-row positions (f32, may be fractional), in the
+    /// model dtype (angles are formed in f32 first, pitfall h.1).
+    pub fn rotary_tables(
+        &self,
+        positions: Vec<f32>,
+        rows: usize,
+        inv_freq: Tensor<B, 1>,
+        attention_scaling: f32,
+    ) -> (Tensor<B, 3>, Tensor<B, 3>) {
+        let n = positions.len();
+        let seq = n / rows;
+        let pos = Tensor::<B, 1>::from_data(TensorData::new(positions, [n]), (&self.device(), DType::F32));
+        let (cos, sin) = cos_sin(pos, inv_freq.cast(FloatDType::F32), attention_scaling);
+        let rot = cos.dims()[1];
+        let (cos, sin) = (cos.reshape([rows, seq, rot]), sin.reshape([rows, seq, rot]));
+        match self.dtype() {
+            DType::F32 => (cos, sin),
+            d => (cos.cast(d), sin.cast(d)),
+        }
+    }
+
+    /// λ(N) rounded like the reference (logs and quotient in the model dtype).
+    fn query_scale(&self, n: usize) -> Option<f32> {
+        if !self.config.log_scale {
+            return None;
+        }
+        let p = self.config.rope.max_position_embeddings;
+        Some(match self.dtype() {
+            DType::BF16 => log_scale(n, p, |x| half::bf16::from_f32(x).to_f32()),
+            DType::F16 => log_scale(n, p, |x| half::f16::from_f32(x).to_f32()),
+            _ => log_scale(n, p, |x| x),
+        })
+    }
+
+    /// Causal + left-padding mask `[rows, heads, seq, total]`, true where masked.
+    fn mask(&self, rows: usize, seq: usize, past: usize, pads: &[usize]) -> Tensor<B, 4, Bool> {
+        let device = self.device();
+        let total = past + seq;
+        let keys = Tensor::<B, 1, Int>::arange(0..total as i64, &device);
+        let queries = Tensor::<B, 1, Int>::arange(past as i64..total as i64, &device);
+        let causal = keys.clone().unsqueeze_dim::<2>(0).expand([seq, total]).greater(queries.unsqueeze_dim::<2>(1).expand([seq, total]));
+        let mut mask = causal.unsqueeze_dim::<3>(0).expand([rows, seq, total]);
+        if pads.iter().any(|&p| p > 0) {
+            let pads_t =
+                Tensor::<B, 1, Int>::from_data(TensorData::new(pads.iter().map(|&p| p as i64).collect::<Vec<_>>(), [rows]), &device);
+            let pad = keys.unsqueeze_dim::<2>(0).expand([rows, total]).lower(pads_t.unsqueeze_dim::<2>(1).expand([rows, total]));
+            mask = mask.bool_or(pad.unsqueeze_dim::<3>(1).expand([rows, seq, total]));
+        }
+        let heads = self.config.num_heads;
+        mask.unsqueeze_dim::<4>(1).expand([rows, heads, seq, total])
+    }
+
+    /// Positions of absolute indices `from..to` for each row, skipping its pads.
+    fn positions(from: usize, to: usize, pads: &[usize]) -> Vec<f32> {
+        pads.iter().flat_map(|&p| (from..to).map(move |j| j.saturating_sub(p) as f32)).collect()
+    }
+
+    /// A forward without cache: `[batch, seq]` token ids → `[batch, seq, vocab]` logits.
+    pub fn forward(&self, tokens: Tensor<B, 2, Int>) -> Result<Tensor<B, 3>, ModelError> {
+        Ok(self.forward_with(tokens, None, &ForwardOptions::default())?.logits)
+    }
+
+    /// The inference forward, with or without a KV cache.
+    ///
+    /// With a cache, `tokens` are appended after the cached ones; t (CLEX) or the dynamic
+    /// frequencies follow the total length, and the cache policy decides what happens to
+    /// cached keys when they change (see [`crate::cache`]).
+    ///
+    /// # Shapes
+    /// - `tokens`: `[batch, seq]`
+    /// - returns logits `[batch, seq, vocab]`
+    pub fn forward_with(
+        &self,
+        tokens: Tensor<B, 2, Int>,
+        mut cache: Option<&mut KvCache<B>>,
+        opts: &ForwardOptions,
+    ) -> Result<ForwardOutput<B>, ModelError> {
+        let [b, s] = tokens.dims();
+        if s == 0 {
+            return Err(ModelError::Invalid("forward needs at least one token".into()));
+        }
+        let past = cache.as_ref().map(|c| c.len).unwrap_or(0);
+        let pads: Vec<usize> = match (&cache, &opts.left_padding) {
+            (Some(c), _) if !c.is_empty() => c.pads.clone(),
+            (_, Some(p)) => p.clone(),
+            _ => vec![0; b],
+        };
+        if pads.len() != b {
+            return Err(ModelError::Invalid(format!("left_padding has {} rows, the batch has {b}", pads.len())));
+        }
+        if let Some(c) = &cache
+            && !c.is_empty()
+            && c.pads.len() != b
+        {
+            return Err(ModelError::Invalid(format!("the cache holds {} rows, this forward has {b}", c.pads.len())));
+        }
+        let total = past + s;
+        let freqs = self.frequencies(total);
+
+        if let Some(c) = cache.as_deref_mut()
+            && c.policy == CachePolicy::Recompute
+            && !c.is_empty()
+            && (c.epoch != Some(freqs.epoch) || self.config.log_scale)
+        {
+            // Frequencies changed (or, with log scaling, λ(N) did): replay everything so far
+            // so that every layer sees what a full forward would.
+            let all = Tensor::cat(vec![c.tokens.take().expect("a non-empty cache holds its tokens"), tokens], 1);
+            let pads = c.pads.clone();
+            let stats = c.stats;
+            c.clear();
+            c.stats = stats;
+            c.stats.recomputes += 1;
+            c.stats.recomputed_tokens += total;
+            let out = self.forward_with(all, Some(c), &ForwardOptions { hidden_states: opts.hidden_states, left_padding: Some(pads) })?;
+            let narrow = |t: Tensor<B, 3>| t.narrow(1, total - s, s);
+            return Ok(ForwardOutput {
+                logits: narrow(out.logits),
+                hidden_states: out.hidden_states.into_iter().map(narrow).collect(),
+                scaling_factor: out.scaling_factor,
+            });
+        }
+
+        let uniform = pads.iter().all(|&p| p == 0);
+        let rows = if uniform { 1 } else { b };
+        let row_pads = if uniform { vec![0] } else { pads.clone() };
+        let keep_raw = self.clex_layer.is_some() && cache.as_ref().is_some_and(|c| c.policy == CachePolicy::Reference);
+        let rerotate = keep_raw && past > 0 && cache.as_ref().is_some_and(|c| c.epoch != Some(freqs.epoch));
+        let (cos, sin) = self.rotary_tables(Self::positions(past, total, &row_pads), rows, freqs.inv_freq.clone(), freqs.attention_scaling);
+        let rerotate = if rerotate {
+            Some(self.rotary_tables(Self::positions(0, total, &row_pads), rows, freqs.inv_freq.clone(), freqs.attention_scaling))
+        } else {
+            None
+        };
+        let rot = RotaryBatch { cos, sin, rerotate, keep_raw, query_scale: self.query_scale(total) };
+        let mask = self.mask(if uniform { 1 } else { b }, s, past, &row_pads);
+        let mask = if uniform && b > 1 { mask.expand([b, self.config.num_heads, s, total]) } else { mask };
+
+        let (logits, hidden_states) = self.run(tokens.clone(), &rot, cache.as_deref_mut(), &mask, opts.hidden_states);
+        if let Some(c) = cache {
+            if rot.rerotate.is_some() {
+                c.stats.rerotations += 1;
+            }
+            c.tokens = Some(match c.tokens.take() {
+                Some(old) => Tensor::cat(vec![old, tokens], 1),
+                None => tokens,
+            });
+            c.len = total;
+            c.epoch = Some(freqs.epoch);
+            c.pads = pads;
+        }
+        Ok(ForwardOutput { logits, hidden_states, scaling_factor: freqs.scaling_factor })
+    }
+
+    /// A forward with caller-made rotary tables and no cache (training: fractional CLEX
+    /// positions and a differentiable θ(t)).
+    ///
+    /// # Shapes
+    /// - `tokens`: `[batch, seq]`; `cos`, `sin`: `[batch or 1, seq, rot]`
+    /// - returns logits `[batch, seq, vocab]`
+    pub fn forward_rotary(&self, tokens: Tensor<B, 2, Int>, cos: Tensor<B, 3>, sin: Tensor<B, 3>) -> Tensor<B, 3> {
+        let [b, s] = tokens.dims();
+        let rot = RotaryBatch { cos, sin, rerotate: None, keep_raw: false, query_scale: None };
+        let mask = self.mask(1, s, 0, &[0]).expand([b, self.config.num_heads, s, s]);
+        self.run(tokens, &rot, None, &mask, false).0
+    }
+
+    fn run(
+        &self,
+        tokens: Tensor<B, 2, Int>,
+        rot: &RotaryBatch<B>,
+        mut cache: Option<&mut KvCache<B>>,
+        mask: &Tensor<B, 4, Bool>,
+        keep_hidden: bool,
+    ) -> (Tensor<B, 3>, Vec<Tensor<B, 3>>) {
+        let mut x = self.embed.forward(tokens);
+        let mut hidden = Vec::new();
+        let act = self.config.activation;
+        for (i, layer) in self.layers.iter().enumerate() {
+            if keep_hidden {
+                hidden.push(x.clone());
+            }
+            let kv = cache.as_deref_mut().map(|c| &mut c.layers[i]);
+            x = layer.forward(x, act, rot, kv, mask);
+        }
+        let x = self.final_norm.forward(x);
+        if keep_hidden {
+            hidden.push(x.clone());
+        }
+        let logits = match &self.lm_head {
+            Some(head) => head.forward(x),
+            None => x.matmul(self.embed.weight.val().transpose().unsqueeze::<3>()),
+        };
+        (logits, hidden)
+    }
+}
