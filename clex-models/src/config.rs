@@ -286,7 +286,7 @@ impl ModelConfig {
     }
 
     fn check_heads(heads: usize, kv_heads: usize, path: &Path) -> Result<(), ModelError> {
-        if heads == 0 || kv_heads == 0 || heads % kv_heads != 0 {
+        if heads == 0 || kv_heads == 0 || !heads.is_multiple_of(kv_heads) {
             return Err(ModelError::Config {
                 path: path.to_path_buf(),
                 source: clex_core::ConfigError::InvalidValue {

@@ -52,6 +52,7 @@ pub struct PlainMlp<B: Backend> {
 
 /// The feed-forward part of a block.
 #[derive(Module, Debug)]
+#[allow(clippy::large_enum_variant)] // one per layer; boxing would only add indirection
 pub enum Mlp<B: Backend> {
     /// LLaMA SwiGLU.
     Gated(GatedMlp<B>),
