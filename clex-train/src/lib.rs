@@ -1,7 +1,19 @@
-//! clex-train: CLEX training with burn-train (data, batching, the train step with t
-//! sampling, checkpoints). So far it holds [`backend`], the one place that decides which
-//! burn backend a program runs on.
+//! clex-train: CLEX training with burn-train.
+//!
+//! - [`corpus`]: documents, the fixed split, the bundled corpus.
+//! - [`tokenizer`]: HF tokenizers, or a byte-level BPE trained on the train split.
+//! - [`packing`]: fixed-length training windows; [`batch`]: the dataset and batcher.
+//! - [`step`]: the CLEX train step (t and positions drawn per step, θ(t) differentiable).
+//! - [`backend`]: the one place that decides which burn backend a program runs on.
 
 #![warn(missing_docs)]
 
 pub mod backend;
+pub mod batch;
+pub mod corpus;
+pub mod error;
+pub mod packing;
+pub mod step;
+pub mod tokenizer;
+
+pub use error::TrainError;

@@ -1,0 +1,137 @@
+//! The CLEX train step (spec section d): per step one integer t ~ U{t_min..T_max} and the
+//! sampled fractional positions spanning [0, t·P), shared by the batch and all layers; θ(t)
+//! from the ODE solve as one differentiable node; plain causal LM loss. Validation runs at
+//! inference semantics: integer positions and t = ceil(L/P).
+
+use burn::module::Module;
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{DType, Tensor, TensorData};
+use burn::train::metric::{Adaptor, ItemLazy, LossInput};
+use burn::train::{InferenceStep, TrainOutput, TrainStep};
+use clex_core::ClexBackend;
+use clex_core::clex::{PositionSampler, TrainDraw};
+use clex_models::CausalLm;
+
+use crate::batch::LmBatch;
+
+/// Settings of the train step that are not model parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StepSettings {
+    /// Smallest t drawn (1 as in the reference's HEAD; 2 reproduces the paper-era code).
+    pub min_factor: usize,
+}
+
+impl Default for StepSettings {
+    fn default() -> Self {
+        StepSettings { min_factor: 1 }
+    }
+}
+
+/// A causal LM being trained with CLEX (or a baseline rope kind).
+#[derive(Module, Debug)]
+pub struct ClexLm<B: Backend> {
+    /// The model.
+    pub lm: CausalLm<B>,
+    #[module(skip)]
+    settings: StepSettings,
+}
+
+/// What a step reports: the loss and the t it drew.
+#[derive(Debug, Clone)]
+pub struct LmOutput<B: Backend> {
+    /// Mean next-token cross-entropy, `[1]`.
+    pub loss: Tensor<B, 1>,
+    /// The scaling factor of this step (CLEX), if any.
+    pub t: Option<usize>,
+}
+
+impl<B: Backend> ItemLazy for LmOutput<B> {
+    type ItemSync = LmOutput<burn::backend::Flex>;
+
+    fn sync(self) -> Self::ItemSync {
+        let data = self.loss.into_data();
+        LmOutput { loss: Tensor::from_data(data.convert::<f32>(), &Default::default()), t: self.t }
+    }
+}
+
+impl<B: Backend> Adaptor<LossInput<B>> for LmOutput<B> {
+    fn adapt(&self) -> LossInput<B> {
+        LossInput::new(self.loss.clone())
+    }
+}
+
+impl<B: Backend> ClexLm<B> {
+    /// Wraps a model for training.
+    pub fn new(lm: CausalLm<B>, settings: StepSettings) -> Self {
+        ClexLm { lm, settings }
+    }
+
+    /// The t and positions a batch with this key uses (None for non-CLEX models).
+    pub fn draw(&self, key: u64, seq_len: usize) -> Option<TrainDraw> {
+        let clex = self.lm.clex_layer.as_ref()?;
+        let c = clex.config();
+        let sampler = PositionSampler::new(seq_len, c.max_position_embeddings, c.max_factor, key).ok()?;
+        Some(sampler.with_min_factor(self.settings.min_factor).sample())
+    }
+
+    fn cross_entropy(logits: Tensor<B, 3>, targets: Tensor<B, 2, burn::tensor::Int>) -> Tensor<B, 1> {
+        let [b, l, v] = logits.dims();
+        let logits = match logits.dtype() {
+            DType::F32 => logits,
+            _ => logits.cast(burn::tensor::FloatDType::F32),
+        };
+        CrossEntropyLossConfig::new().init(&logits.device()).forward(logits.reshape([b * l, v]), targets.reshape([b * l]))
+    }
+
+    /// Validation loss at inference semantics (integer positions, t = ceil(L/P)).
+    pub fn eval_loss(&self, batch: &LmBatch<B>) -> Tensor<B, 1> {
+        let logits = self.lm.forward(batch.inputs.clone()).expect("validation batch is non-empty");
+        Self::cross_entropy(logits, batch.targets.clone())
+    }
+}
+
+impl<B: ClexBackend> ClexLm<B> {
+    /// Training loss: sampled t and fractional positions, differentiable θ(t).
+    pub fn train_loss(&self, batch: &LmBatch<B>) -> (Tensor<B, 1>, Option<usize>) {
+        let [_, l] = batch.inputs.dims();
+        let device = batch.inputs.device();
+        let (cos, sin, t) = match (&self.lm.clex_layer, self.draw(batch.key, l)) {
+            (Some(clex), Some(draw)) => {
+                let theta = clex.theta_train(draw.t);
+                let (c, s) = self.lm.rotary_tables(draw.positions, 1, theta, 1.0);
+                (c, s, Some(draw.t))
+            }
+            _ => {
+                // Baselines train at their own (fixed) frequencies on integer positions.
+                let f = self.lm.rope().frequencies(l);
+                let k = f.inv_freq.len();
+                let inv = Tensor::<B, 1>::from_data(TensorData::new(f.inv_freq, [k]), (&device, DType::F32));
+                let (c, s) = self.lm.rotary_tables((0..l).map(|m| m as f32).collect(), 1, inv, f.attention_scaling);
+                (c, s, None)
+            }
+        };
+        let logits = self.lm.forward_rotary(batch.inputs.clone(), cos, sin);
+        (Self::cross_entropy(logits, batch.targets.clone()), t)
+    }
+}
+
+impl<B: AutodiffBackend + ClexBackend> TrainStep for ClexLm<B> {
+    type Input = LmBatch<B>;
+    type Output = LmOutput<B>;
+
+    fn step(&self, batch: LmBatch<B>) -> TrainOutput<LmOutput<B>> {
+        let (loss, t) = self.train_loss(&batch);
+        let grads = loss.backward();
+        TrainOutput::new(self, grads, LmOutput { loss, t })
+    }
+}
+
+impl<B: Backend> InferenceStep for ClexLm<B> {
+    type Input = LmBatch<B>;
+    type Output = LmOutput<B>;
+
+    fn step(&self, batch: LmBatch<B>) -> LmOutput<B> {
+        LmOutput { loss: self.eval_loss(&batch), t: None }
+    }
+}
