@@ -1,5 +1,6 @@
 //! `clex`: the command line of clex-rs. Subcommands live one per file.
 
+mod generate;
 mod rope;
 
 use clap::{Parser, Subcommand};
@@ -14,6 +15,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Generate text from an HF model directory.
+    Generate(Box<generate::GenerateArgs>),
     /// Show the RoPE / CLEX frequencies a config.json implies at a given length.
     Rope(rope::RopeArgs),
 }
@@ -21,13 +24,14 @@ enum Command {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Generate(args) => generate::run(*args),
         Command::Rope(args) => rope::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
+            std::process::ExitCode::from(2)
         }
     }
 }

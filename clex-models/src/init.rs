@@ -21,7 +21,10 @@ fn normal<B: Backend, const D: usize>(shape: [usize; D], device: &B::Device) -> 
 }
 
 fn linear<B: Backend>(d_in: usize, d_out: usize, bias: bool, device: &B::Device) -> Linear<B> {
-    Linear { weight: Param::from_tensor(normal([d_in, d_out], device)), bias: bias.then(|| Param::from_tensor(Tensor::zeros([d_out], device))) }
+    Linear {
+        weight: Param::from_tensor(normal([d_in, d_out], device)),
+        bias: bias.then(|| Param::from_tensor(Tensor::zeros([d_out], device))),
+    }
 }
 
 fn norm<B: Backend>(cfg: &ModelConfig, device: &B::Device) -> Norm<B> {
@@ -56,9 +59,17 @@ pub fn init_model<B: Backend>(cfg: ModelConfig, device: &B::Device) -> CausalLm<
                     up_proj: linear(h, i, cfg.mlp_bias, device),
                     down_proj: linear(i, h, cfg.mlp_bias, device),
                 }),
-                Architecture::GptNeox => Mlp::Plain(PlainMlp { dense_h_to_4h: linear(h, i, true, device), dense_4h_to_h: linear(i, h, true, device) }),
+                Architecture::GptNeox => {
+                    Mlp::Plain(PlainMlp { dense_h_to_4h: linear(h, i, true, device), dense_4h_to_h: linear(i, h, true, device) })
+                }
             };
-            Block { input_norm: norm(&cfg, device), post_norm: norm(&cfg, device), attention, mlp, parallel_residual: cfg.use_parallel_residual }
+            Block {
+                input_norm: norm(&cfg, device),
+                post_norm: norm(&cfg, device),
+                attention,
+                mlp,
+                parallel_residual: cfg.use_parallel_residual,
+            }
         })
         .collect();
     let embed = Embedding { weight: Param::from_tensor(normal([v, h], device)) };

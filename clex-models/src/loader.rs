@@ -24,6 +24,13 @@ pub fn load_model<B: Backend>(dir: &Path, device: &B::Device, dtype: DType) -> R
     build(config, &ck, device, dtype)
 }
 
+/// Loads the weights of `dir` under a given (possibly edited) config, e.g. with another
+/// rope scaling than the checkpoint's.
+pub fn load_with_config<B: Backend>(config: ModelConfig, dir: &Path, device: &B::Device, dtype: DType) -> Result<CausalLm<B>, ModelError> {
+    let ck = Checkpoint::open_dir(dir)?;
+    build(config, &ck, device, dtype)
+}
+
 /// Loads from an explicit config file and safetensors files (e.g. one weights file shared
 /// by several configs).
 pub fn load_from_files<B: Backend>(

@@ -4,16 +4,22 @@
 //! - [`tokenizer`]: HF tokenizers, or a byte-level BPE trained on the train split.
 //! - [`packing`]: fixed-length training windows; [`batch`]: the dataset and batcher.
 //! - [`step`]: the CLEX train step (t and positions drawn per step, θ(t) differentiable).
+//! - [`trainer`]: a whole run ([`loader`] for exact resume, [`checkpoint`] atomic, [`schedule`], [`preset`]).
 //! - [`backend`]: the one place that decides which burn backend a program runs on.
 
 #![warn(missing_docs)]
 
 pub mod backend;
 pub mod batch;
+pub mod checkpoint;
 pub mod corpus;
 pub mod error;
+pub mod loader;
 pub mod packing;
+pub mod preset;
+pub mod schedule;
 pub mod step;
 pub mod tokenizer;
+pub mod trainer;
 
 pub use error::TrainError;

@@ -1,5 +1,7 @@
-//! `cargo xtask`: orchestration of the project's long jobs (train, experiment, bench).
-//! Only composition lives here; model and training logic stay in the library crates.
+//! `cargo xtask`: orchestration of the project's long jobs. Only composition lives here;
+//! model and training logic stay in the library crates.
+
+mod train;
 
 use clap::{Parser, Subcommand};
 
@@ -12,13 +14,25 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Train a CLEX model (default: the tiny preset on the bundled corpus, CPU).
+    Train(Box<train::TrainArgs>),
     /// Print which burn backend this build uses.
     Backend,
 }
 
-fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
-        Command::Backend => println!("{}", clex_train::backend::name()),
+fn main() -> std::process::ExitCode {
+    let result = match Cli::parse().command {
+        Command::Train(args) => train::run(*args),
+        Command::Backend => {
+            println!("{}", clex_train::backend::name());
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
     }
-    Ok(())
 }

@@ -1,0 +1,209 @@
+//! `clex generate`: load an HF model directory and its tokenizer, stream a continuation.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use burn::tensor::{DType, Int, Tensor, TensorData};
+use clex_models::generate::{Sampler, SamplingParams};
+use clex_models::{CachePolicy, ForwardOptions, ModelConfig, load_with_config};
+use clex_train::backend::{self, Inference};
+use tokenizers::Tokenizer;
+
+/// Arguments of `clex generate`.
+#[derive(clap::Args, Debug)]
+pub struct GenerateArgs {
+    /// HF model directory (config.json + safetensors).
+    #[arg(short = 'm', long)]
+    model: PathBuf,
+    /// tokenizer.json (default: MODEL/tokenizer.json).
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+    /// The prompt.
+    #[arg(short = 'p', long, default_value = "")]
+    prompt: String,
+    /// Read the prompt from a file instead.
+    #[arg(long, conflicts_with = "prompt")]
+    prompt_file: Option<PathBuf>,
+    /// Tokens to generate.
+    #[arg(short = 'n', long, default_value_t = 100)]
+    sample_len: usize,
+    /// 0 = greedy.
+    #[arg(long, default_value_t = 0.8)]
+    temperature: f64,
+    /// Keep the k most likely tokens.
+    #[arg(long)]
+    top_k: Option<usize>,
+    /// Nucleus sampling mass.
+    #[arg(long)]
+    top_p: Option<f64>,
+    /// Repetition penalty (1 = off).
+    #[arg(long, default_value_t = 1.1)]
+    repeat_penalty: f32,
+    /// Tokens the repetition penalty looks back over.
+    #[arg(long, default_value_t = 64)]
+    repeat_last_n: usize,
+    /// Stop after this many tokens in total (default: P·T_max for CLEX, else no limit).
+    #[arg(long)]
+    max_seq_len: Option<usize>,
+    /// Compute dtype: f32 | f16 | bf16.
+    #[arg(long, default_value = "f32")]
+    dtype: String,
+    /// GPU index for GPU backends.
+    #[arg(long)]
+    device: Option<usize>,
+    /// Sampling seed.
+    #[arg(long, default_value_t = 299792458)]
+    seed: u64,
+    /// KV cache policy: reference | recompute.
+    #[arg(long, default_value = "reference")]
+    cache_policy: String,
+    /// Non-CLEX models: override the rope scaling (none | linear | dynamic | yarn).
+    #[arg(long)]
+    rope_scaling: Option<String>,
+    /// Factor for --rope-scaling.
+    #[arg(long, default_value_t = 2.0)]
+    rope_factor: f64,
+}
+
+pub fn parse_dtype(s: &str) -> anyhow::Result<DType> {
+    Ok(match s {
+        "f32" => DType::F32,
+        "f16" => DType::F16,
+        "bf16" => DType::BF16,
+        other => bail!("--dtype {other}: accepted values: f32, f16, bf16"),
+    })
+}
+
+pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
+    let dtype = parse_dtype(&args.dtype)?;
+    let policy = match args.cache_policy.as_str() {
+        "reference" => CachePolicy::Reference,
+        "recompute" => CachePolicy::Recompute,
+        other => bail!("--cache-policy {other}: accepted values: reference, recompute"),
+    };
+    if !args.model.is_dir() {
+        bail!("{}: model directory not found", args.model.display());
+    }
+    let mut config = ModelConfig::from_file(&args.model.join("config.json"))?;
+    if let Some(kind) = &args.rope_scaling {
+        if config.is_clex() {
+            bail!("--rope-scaling: {} is a CLEX model; its rope is learned and cannot be overridden", args.model.display());
+        }
+        let block = match kind.as_str() {
+            "none" => serde_json::Value::Null,
+            "linear" | "dynamic" | "yarn" => serde_json::json!({"type": kind, "factor": args.rope_factor}),
+            other => bail!("--rope-scaling {other}: accepted values: none, linear, dynamic, yarn"),
+        };
+        let mut raw = config.raw.clone();
+        if let Some(o) = raw.as_object_mut() {
+            let theta = config.rope.theta;
+            o.remove("rope_parameters");
+            o.insert("rope_theta".into(), theta.into());
+            o.insert("rope_scaling".into(), block);
+        }
+        config = ModelConfig::from_json(raw, &args.model.join("config.json"))?;
+    }
+    let tok_path = args.tokenizer.clone().unwrap_or_else(|| args.model.join("tokenizer.json"));
+    let tokenizer = Tokenizer::from_file(&tok_path).map_err(|e| anyhow::anyhow!("{}: {e}", tok_path.display()))?;
+    if tokenizer.get_vocab_size(true) > config.vocab_size {
+        bail!(
+            "{}: tokenizer has {} entries but the model's vocab_size is {}",
+            tok_path.display(),
+            tokenizer.get_vocab_size(true),
+            config.vocab_size
+        );
+    }
+    let prompt = match &args.prompt_file {
+        Some(p) => std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+        None => args.prompt.clone(),
+    };
+    let device = backend::device(args.device);
+    let eos: Vec<u32> = config.eos_token_ids.clone();
+    let bos = config.bos_token_id;
+    let max_len = args.max_seq_len.or_else(|| match &config.rope.scaling {
+        clex_core::RopeScaling::Clex(p) => Some(p.max_factor * config.rope.max_position_embeddings),
+        _ => None,
+    });
+    let model = load_with_config::<Inference>(config, &args.model, &device, dtype)?;
+
+    let mut ids: Vec<u32> =
+        tokenizer.encode(prompt.as_str(), true).map_err(|e| anyhow::anyhow!("tokenizing the prompt: {e}"))?.get_ids().to_vec();
+    if let Some(b) = bos
+        && ids.first() != Some(&b)
+    {
+        ids.insert(0, b);
+    }
+    if let Some(m) = max_len
+        && ids.len() >= m
+    {
+        bail!("the prompt has {} tokens; --max-seq-len allows {m}", ids.len());
+    }
+    let to_tensor = |v: &[u32]| {
+        Tensor::<Inference, 2, Int>::from_data(TensorData::new(v.iter().map(|&t| t as i64).collect::<Vec<_>>(), [1, v.len()]), &device)
+    };
+    let mut sampler = Sampler::new(SamplingParams {
+        temperature: args.temperature,
+        top_k: args.top_k,
+        top_p: args.top_p,
+        repeat_penalty: args.repeat_penalty,
+        repeat_last_n: args.repeat_last_n,
+        seed: args.seed,
+    });
+    let mut cache = model.new_cache(policy);
+    print!("{prompt}");
+    std::io::stdout().flush().ok();
+    let t_prompt = Instant::now();
+    let out = model.forward_with(to_tensor(&ids), Some(&mut cache), &ForwardOptions::default())?;
+    let vocab = out.logits.dims()[2];
+    let last = |logits: Tensor<Inference, 3>| -> Vec<f32> {
+        let s = logits.dims()[1];
+        logits.narrow(1, s - 1, 1).reshape([vocab]).into_data().convert::<f32>().to_vec::<f32>().expect("f32")
+    };
+    let mut next_logits = last(out.logits);
+    let prompt_s = t_prompt.elapsed().as_secs_f64();
+    let (mut generated, mut printed) = (Vec::new(), 0usize);
+    let t_gen = Instant::now();
+    let mut beyond_warned = false;
+    for _ in 0..args.sample_len {
+        if max_len.is_some_and(|m| ids.len() >= m) {
+            break;
+        }
+        let next = sampler.sample(&next_logits, &ids);
+        if eos.contains(&next) {
+            break;
+        }
+        ids.push(next);
+        generated.push(next);
+        // Decode everything generated so far and print the new part, unless it ends in a
+        // split UTF-8 character.
+        let text = tokenizer.decode(&generated, true).map_err(|e| anyhow::anyhow!("decoding: {e}"))?;
+        if !text.ends_with('\u{FFFD}') && text.len() > printed {
+            print!("{}", &text[printed..]);
+            std::io::stdout().flush().ok();
+            printed = text.len();
+        }
+        let out = model.forward_with(to_tensor(&[next]), Some(&mut cache), &ForwardOptions::default())?;
+        if let Some(sf) = out.scaling_factor
+            && sf.beyond_max
+            && !beyond_warned
+        {
+            eprintln!("\n[warning: {} tokens is beyond P·T_max; θ(T_max) is extrapolated]", ids.len());
+            beyond_warned = true;
+        }
+        next_logits = last(out.logits);
+    }
+    println!();
+    let gen_s = t_gen.elapsed().as_secs_f64();
+    let n_prompt = ids.len() - generated.len();
+    eprintln!(
+        "{n_prompt} prompt tokens: {:.1} tokens/s; {} generated tokens: {:.1} tokens/s; backend {}; cache {:.1} KiB",
+        n_prompt as f64 / prompt_s.max(1e-9),
+        generated.len(),
+        generated.len() as f64 / gen_s.max(1e-9),
+        backend::name(),
+        cache.memory_bytes() as f64 / 1024.0
+    );
+    Ok(())
+}

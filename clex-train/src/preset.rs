@@ -1,0 +1,94 @@
+//! Model presets for training from scratch, as HF `config.json` values (LLaMA architecture,
+//! CLEX `rope_scaling` in the released checkpoints' spelling, or a baseline rope kind).
+
+use clex_core::ClexAct;
+use serde_json::{Value, json};
+
+/// A model size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Preset {
+    /// 4 layers, width 128, 4 heads (2 KV), P = 128: trains on a CPU in minutes.
+    Tiny,
+    /// 6 layers, width 384, 6 heads, P = 256.
+    Small,
+}
+
+impl Preset {
+    /// Parses `tiny` / `small`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "tiny" => Some(Preset::Tiny),
+            "small" => Some(Preset::Small),
+            _ => None,
+        }
+    }
+
+    /// P, the context the positions are trained relative to.
+    pub fn max_position_embeddings(self) -> usize {
+        match self {
+            Preset::Tiny => 128,
+            Preset::Small => 256,
+        }
+    }
+}
+
+/// The rope of a run.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RopeChoice {
+    /// CLEX with T_max.
+    Clex {
+        /// T_max.
+        max_factor: usize,
+    },
+    /// Plain RoPE.
+    None,
+    /// Position interpolation.
+    Linear(f64),
+    /// Dynamic NTK.
+    Dynamic(f64),
+    /// YaRN.
+    Yarn(f64),
+}
+
+impl RopeChoice {
+    /// The `rope_scaling` block (or null).
+    pub fn rope_scaling(&self) -> Value {
+        match self {
+            RopeChoice::Clex { max_factor } => {
+                json!({"type": "clex", "max_factor": max_factor, "param_factor": 1, "act": ClexAct::Tanh.as_str(), "time_dt": 0.01, "factor": 1})
+            }
+            RopeChoice::None => Value::Null,
+            RopeChoice::Linear(f) => json!({"type": "linear", "factor": f}),
+            RopeChoice::Dynamic(f) => json!({"type": "dynamic", "factor": f}),
+            RopeChoice::Yarn(f) => json!({"type": "yarn", "factor": f}),
+        }
+    }
+}
+
+/// The `config.json` of a preset.
+pub fn preset_config(preset: Preset, vocab_size: usize, rope: &RopeChoice, bos: Option<u32>) -> Value {
+    let (hidden, inter, layers, heads, kv) = match preset {
+        Preset::Tiny => (128, 352, 4, 4, 2),
+        Preset::Small => (384, 1024, 6, 6, 6),
+    };
+    json!({
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "vocab_size": vocab_size,
+        "hidden_size": hidden,
+        "intermediate_size": inter,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "num_key_value_heads": kv,
+        "max_position_embeddings": preset.max_position_embeddings(),
+        "rms_norm_eps": 1e-6,
+        "rope_theta": 10000.0,
+        "rope_scaling": rope.rope_scaling(),
+        "hidden_act": "silu",
+        "tie_word_embeddings": false,
+        "log_scale": false,
+        "bos_token_id": bos,
+        "eos_token_id": bos,
+        "torch_dtype": "float32",
+    })
+}

@@ -1,0 +1,297 @@
+//! A whole training run: data, tokenizer, model, burn-train learner with atomic checkpoints
+//! and exact resume, then the final model as an HF directory and its evaluation.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use burn::data::dataloader::DataLoaderBuilder;
+use burn::grad_clipping::GradientClippingConfig;
+use burn::optim::AdamWConfig;
+use burn::tensor::DType;
+use burn::tensor::backend::Backend;
+use burn::train::metric::{IterationSpeedMetric, LearningRateMetric, LossMetric};
+use burn::train::{Learner, SupervisedTraining};
+use clex_core::{ClexAct, ClexParams};
+use clex_models::{CausalLm, ModelConfig, attach_fresh_clex, init_model, load_model, save_model};
+
+use crate::backend::{self, Inference, Training};
+use crate::batch::{LmBatch, LmBatcher, LmDataset};
+use crate::checkpoint::{AtomicRecorder, latest_checkpoint, verify_checkpoint};
+use crate::corpus::{read_documents, split_documents};
+use crate::error::{TrainError, io};
+use crate::loader::StepLoader;
+use crate::packing::pack;
+use crate::preset::{Preset, RopeChoice, preset_config};
+use crate::schedule::WarmupCosine;
+use crate::step::{ClexLm, StepSettings};
+use crate::tokenizer::{boundary_id, encode, load_tokenizer, train_bpe};
+
+/// Everything a run needs.
+#[derive(Debug, Clone)]
+pub struct TrainOptions {
+    /// Output directory (`runs/<name>`).
+    pub run_dir: PathBuf,
+    /// Documents: a .jsonl(.gz), text file or directory.
+    pub data: PathBuf,
+    /// An HF tokenizer.json; otherwise a byte-level BPE is trained on the train split.
+    pub tokenizer: Option<PathBuf>,
+    /// Vocabulary of the trained BPE.
+    pub vocab_size: usize,
+    /// Model size when training from scratch.
+    pub preset: Preset,
+    /// Continue pretraining this HF model directory instead.
+    pub init_from: Option<PathBuf>,
+    /// Rope of the run.
+    pub rope: RopeChoice,
+    /// Training sequence length L.
+    pub seq_len: usize,
+    /// Sequences per micro-batch.
+    pub batch_size: usize,
+    /// Micro-batches per optimizer step.
+    pub grad_accumulation: usize,
+    /// Micro-batches in total (rounded up to whole checkpoint intervals).
+    pub steps: usize,
+    /// Micro-batches between checkpoints.
+    pub checkpoint_every: usize,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// Warmup micro-batches.
+    pub warmup: usize,
+    /// AdamW decoupled weight decay.
+    pub weight_decay: f32,
+    /// Per-tensor gradient-norm clip (burn clips each parameter tensor separately).
+    pub grad_clip: Option<f32>,
+    /// Seed of weights, data order and CLEX draws.
+    pub seed: u64,
+    /// Continue from the newest complete checkpoint in `run_dir`.
+    pub resume: bool,
+    /// Validation windows evaluated at each checkpoint and at the end.
+    pub valid_windows: usize,
+}
+
+impl TrainOptions {
+    /// The defaults of `cargo xtask train`: the tiny CLEX preset on the bundled corpus.
+    pub fn tiny(run_dir: PathBuf) -> Self {
+        TrainOptions {
+            run_dir,
+            data: crate::corpus::bundled_corpus_path(),
+            tokenizer: None,
+            vocab_size: 2048,
+            preset: Preset::Tiny,
+            init_from: None,
+            rope: RopeChoice::Clex { max_factor: 8 },
+            seq_len: 256,
+            batch_size: 8,
+            grad_accumulation: 1,
+            steps: 400,
+            checkpoint_every: 100,
+            lr: 3e-3,
+            warmup: 40,
+            weight_decay: 0.0,
+            grad_clip: Some(1.0),
+            seed: 42,
+            resume: false,
+            valid_windows: 32,
+        }
+    }
+}
+
+/// What a finished run reports.
+#[derive(Debug, Clone)]
+pub struct TrainReport {
+    /// The HF directory of the final model.
+    pub model_dir: PathBuf,
+    /// Validation (sequence length, mean NLL, windows) at L, 2L, 4L.
+    pub validation: Vec<(usize, f64, usize)>,
+    /// Micro-batches run in this process.
+    pub steps: usize,
+    /// Wall time of this process, seconds.
+    pub wall_s: f64,
+    /// Tokens in the train and validation splits.
+    pub tokens: (usize, usize),
+}
+
+fn log(msg: impl AsRef<str>) {
+    eprintln!("[clex-train] {}", msg.as_ref());
+}
+
+/// Mean NLL of `model` over windows of `len + 1` tokens (inference semantics).
+pub fn evaluate<B: Backend>(model: &ClexLm<B>, windows: &[Vec<u32>], batch_size: usize) -> Option<f64> {
+    if windows.is_empty() {
+        return None;
+    }
+    let device = model.lm.embed.weight.val().device();
+    let mut total = 0.0;
+    let mut n = 0usize;
+    for chunk in windows.chunks(batch_size) {
+        let items = chunk.iter().enumerate().map(|(i, t)| crate::batch::LmItem { index: i, tokens: t.clone() }).collect();
+        let batch: LmBatch<B> = burn::data::dataloader::batcher::Batcher::batch(&LmBatcher { seed: 0 }, items, &device);
+        let loss: f64 = model.eval_loss(&batch).into_scalar().elem();
+        total += loss * chunk.len() as f64;
+        n += chunk.len();
+    }
+    Some(total / n as f64)
+}
+
+use burn::tensor::ElementConversion;
+
+/// Runs training as configured.
+#[allow(clippy::clone_on_copy)] // the CPU device is Copy, GPU backends' devices are not
+pub fn train(opts: &TrainOptions) -> Result<TrainReport, TrainError> {
+    let t0 = Instant::now();
+    std::fs::create_dir_all(&opts.run_dir).map_err(io(&opts.run_dir))?;
+    if opts.checkpoint_every == 0 || opts.batch_size == 0 || opts.seq_len < 2 {
+        return Err(TrainError::NotEnoughData("checkpoint_every, batch_size must be >= 1 and seq_len >= 2".into()));
+    }
+    let device = backend::device(None);
+    <Training as Backend>::seed(&device, opts.seed);
+
+    let docs = read_documents(&opts.data)?;
+    let (train_docs, valid_docs) = split_documents(docs);
+    if train_docs.is_empty() {
+        return Err(TrainError::NotEnoughData(format!("{}: no training documents", opts.data.display())));
+    }
+    let tok_path = opts.run_dir.join("tokenizer.json");
+    let tokenizer = match (&opts.tokenizer, opts.resume && tok_path.exists()) {
+        (Some(p), _) => {
+            let t = load_tokenizer(p)?;
+            std::fs::copy(p, &tok_path).map_err(io(&tok_path))?;
+            t
+        }
+        (None, true) => load_tokenizer(&tok_path)?,
+        (None, false) => {
+            log(format!("training a byte-level BPE ({} entries) on {} documents", opts.vocab_size, train_docs.len()));
+            let texts: Vec<&str> = train_docs.iter().map(|d| d.text.as_str()).collect();
+            let t = train_bpe(&texts, opts.vocab_size)?;
+            t.save(&tok_path, false).map_err(|e| TrainError::Tokenizer(format!("{}: {e}", tok_path.display())))?;
+            t
+        }
+    };
+    log(format!("tokenizer ready ({:.1} s)", t0.elapsed().as_secs_f64()));
+    let bos = boundary_id(&tokenizer);
+    let enc = |docs: &[crate::corpus::Document]| -> Result<Vec<Vec<u32>>, TrainError> {
+        docs.iter().map(|d| encode(&tokenizer, &d.text)).collect()
+    };
+    let (train_tok, valid_tok) = (enc(&train_docs)?, enc(&valid_docs)?);
+    let count = |d: &[Vec<u32>]| d.iter().map(Vec::len).sum::<usize>();
+    let tokens = (count(&train_tok), count(&valid_tok));
+    let l = opts.seq_len;
+    let train_windows = pack(&train_tok, bos, l);
+    if train_windows.len() < opts.batch_size {
+        return Err(TrainError::NotEnoughData(format!(
+            "{} training windows of {l} tokens; need at least the batch size {}",
+            train_windows.len(),
+            opts.batch_size
+        )));
+    }
+    let valid_at =
+        |len: usize| -> Vec<Vec<u32>> { pack(&valid_tok, bos, len).into_iter().take(opts.valid_windows.max(1) * l / len).collect() };
+    log(format!(
+        "{} train tokens, {} validation tokens, {} training windows of {l} ({:.1} s)",
+        tokens.0,
+        tokens.1,
+        train_windows.len(),
+        t0.elapsed().as_secs_f64()
+    ));
+
+    let lm = build_model(opts, tokenizer.get_vocab_size(true), bos, &device)?;
+    let model = ClexLm::new(lm, StepSettings::default());
+    let optim = AdamWConfig::new()
+        .with_beta_2(0.95)
+        .with_epsilon(1e-8)
+        .with_weight_decay(opts.weight_decay)
+        .with_grad_clipping(opts.grad_clip.map(GradientClippingConfig::Norm))
+        .init();
+    let epochs = opts.steps.div_ceil(opts.checkpoint_every);
+    let scheduler = WarmupCosine { peak: opts.lr, min_ratio: 0.1, warmup: opts.warmup, total: epochs * opts.checkpoint_every, step: 0 };
+    let resume_from = if opts.resume { latest_checkpoint(&opts.run_dir) } else { None };
+    if opts.resume {
+        match resume_from {
+            Some(e) => {
+                verify_checkpoint(&opts.run_dir, e)?;
+                log(format!("resuming after checkpoint {e} (step {})", e * opts.checkpoint_every))
+            }
+            None => log("no complete checkpoint to resume from; starting fresh"),
+        }
+    }
+    let first_epoch = resume_from.unwrap_or(0);
+    let train_loader = Arc::new(StepLoader::<Training>::new(
+        train_windows,
+        opts.batch_size,
+        opts.checkpoint_every,
+        opts.seed,
+        first_epoch,
+        device.clone(),
+    ));
+    let valid_loader = DataLoaderBuilder::new(LmBatcher { seed: opts.seed }).batch_size(opts.batch_size).build(LmDataset::new(valid_at(l)));
+    let mut training = SupervisedTraining::new(&opts.run_dir, train_loader, valid_loader)
+        .metric_train_numeric(LossMetric::new())
+        .metric_valid_numeric(LossMetric::new())
+        .metric_train_numeric(LearningRateMetric::new())
+        .metric_train_numeric(IterationSpeedMetric::new())
+        .with_file_checkpointer(AtomicRecorder)
+        .num_epochs(epochs)
+        .summary();
+    if opts.grad_accumulation > 1 {
+        training = training.grads_accumulation(opts.grad_accumulation);
+    }
+    if let Some(e) = resume_from {
+        training = training.checkpoint(e);
+    }
+    let result = training.launch(Learner::new(model, optim, scheduler));
+    let model: ClexLm<Inference> = result.model;
+
+    let model_dir = opts.run_dir.join("model");
+    save_model(&model.lm, &model_dir)?;
+    std::fs::copy(&tok_path, model_dir.join("tokenizer.json")).map_err(io(&model_dir))?;
+    let mut validation = Vec::new();
+    for len in [l, 2 * l, 4 * l] {
+        let w = valid_at(len);
+        if let Some(nll) = evaluate(&model, &w, opts.batch_size) {
+            validation.push((len, nll, w.len()));
+        }
+    }
+    write_summary(&opts.run_dir, &validation)?;
+    Ok(TrainReport {
+        model_dir,
+        validation,
+        steps: (epochs - first_epoch) * opts.checkpoint_every,
+        wall_s: t0.elapsed().as_secs_f64(),
+        tokens,
+    })
+}
+
+fn build_model(
+    opts: &TrainOptions,
+    vocab: usize,
+    bos: Option<u32>,
+    device: &burn::tensor::Device<Training>,
+) -> Result<CausalLm<Training>, TrainError> {
+    match &opts.init_from {
+        Some(dir) => {
+            let lm = load_model::<Training>(dir, device, DType::F32)?;
+            match (&opts.rope, lm.clex_layer.is_some()) {
+                (RopeChoice::Clex { max_factor }, false) => {
+                    Ok(attach_fresh_clex(lm, ClexParams { max_factor: *max_factor, param_factor: 1, act: ClexAct::Tanh, time_dt: 0.01 })?)
+                }
+                _ => Ok(lm),
+            }
+        }
+        None => {
+            let raw = preset_config(opts.preset, vocab, &opts.rope, bos);
+            let cfg = ModelConfig::from_json(raw, Path::new("<preset>"))?;
+            Ok(init_model(cfg, device))
+        }
+    }
+}
+
+fn write_summary(run_dir: &Path, validation: &[(usize, f64, usize)]) -> Result<(), TrainError> {
+    let mut csv = String::from("length,windows,mean_nll,perplexity\n");
+    for (len, nll, n) in validation {
+        csv.push_str(&format!("{len},{n},{nll:.6},{:.4}\n", nll.exp()));
+    }
+    let path = run_dir.join("validation.csv");
+    clex_models::write_atomic(&path, csv.as_bytes())?;
+    Ok(())
+}

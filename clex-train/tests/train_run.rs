@@ -1,0 +1,93 @@
+//! Whole runs on a small corpus: a run interrupted after its first checkpoint and resumed
+//! ends exactly where the uninterrupted run ends; corrupt checkpoints and bad data paths
+//! give errors naming the file.
+
+use std::path::{Path, PathBuf};
+
+use clex_train::preset::RopeChoice;
+use clex_train::trainer::{TrainOptions, train};
+
+/// A few KB of the bundled corpus as documents whose ids put some in validation.
+fn small_corpus(dir: &Path) -> PathBuf {
+    let docs = clex_train::corpus::read_documents(&clex_train::corpus::bundled_corpus_path()).unwrap();
+    let text = &docs[0].text[..60_000];
+    let mut lines = String::new();
+    // "kjv/ruth" hashes to validation, the others to train.
+    for (i, id) in ["kjv/genesis", "kjv/exodus", "kjv/ruth", "kjv/numbers", "kjv/leviticus"].iter().enumerate() {
+        let part = &text[i * 12_000..(i + 1) * 12_000];
+        lines.push_str(&serde_json::json!({"id": id, "text": part}).to_string());
+        lines.push('\n');
+    }
+    let p = dir.join("small.jsonl");
+    std::fs::write(&p, lines).unwrap();
+    p
+}
+
+fn options(run: PathBuf, data: PathBuf, steps: usize) -> TrainOptions {
+    let mut o = TrainOptions::tiny(run);
+    o.data = data;
+    o.vocab_size = 320;
+    o.seq_len = 64;
+    o.batch_size = 2;
+    o.steps = steps;
+    o.checkpoint_every = 2;
+    o.warmup = 2;
+    o.valid_windows = 2;
+    o.rope = RopeChoice::Clex { max_factor: 4 };
+    o
+}
+
+fn read(p: &Path) -> Vec<u8> {
+    std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+#[test]
+fn resumed_run_equals_uninterrupted_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = small_corpus(dir.path());
+    let full = train(&options(dir.path().join("full"), data.clone(), 4)).unwrap();
+    // A run killed right after its first checkpoint: same options, but only checkpoint 1
+    // survives (what a crash during interval 2 leaves behind).
+    let cut = dir.path().join("cut");
+    train(&options(cut.clone(), data.clone(), 4)).unwrap();
+    for kind in ["model", "optim", "scheduler"] {
+        std::fs::remove_file(cut.join(format!("checkpoint/{kind}-2.mpk"))).unwrap();
+    }
+    std::fs::remove_dir_all(cut.join("model")).unwrap();
+    assert!(cut.join("checkpoint/model-1.mpk").exists());
+    // ...is resumed.
+    let mut o = options(cut, data, 4);
+    o.resume = true;
+    let resumed = train(&o).unwrap();
+    assert_eq!(resumed.steps, 2, "only the missing interval ran");
+    let same = read(&full.model_dir.join("model.safetensors")) == read(&resumed.model_dir.join("model.safetensors"));
+    assert!(same, "a resumed run must end with the uninterrupted run's weights");
+    assert_eq!(full.validation, resumed.validation);
+    assert!(full.validation.iter().all(|(_, nll, _)| nll.is_finite()));
+    let cfg: serde_json::Value = serde_json::from_str(&String::from_utf8(read(&full.model_dir.join("config.json"))).unwrap()).unwrap();
+    assert_eq!(cfg["rope_scaling"]["type"], "clex");
+    assert!(full.model_dir.join("tokenizer.json").exists());
+    let no_tmp =
+        std::fs::read_dir(dir.path().join("full/checkpoint")).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().ends_with(".tmp"));
+    assert!(no_tmp, "atomic writes leave no temporary files");
+}
+
+#[test]
+fn corrupt_checkpoint_and_bad_data_are_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = small_corpus(dir.path());
+    train(&options(dir.path().join("run"), data.clone(), 2)).unwrap();
+    let ck = dir.path().join("run/checkpoint/optim-1.mpk");
+    let bytes = read(&ck);
+    std::fs::write(&ck, &bytes[..bytes.len() / 3]).unwrap();
+    let mut o = options(dir.path().join("run"), data.clone(), 4);
+    o.resume = true;
+    let e = train(&o).unwrap_err().to_string();
+    assert!(e.contains("optim-1.mpk") && e.contains("corrupt checkpoint"), "{e}");
+
+    let e = train(&options(dir.path().join("x"), dir.path().join("nope.jsonl"), 2)).unwrap_err().to_string();
+    assert!(e.contains("nope.jsonl"), "{e}");
+    std::fs::write(dir.path().join("tiny.jsonl"), "{\"id\": \"kjv/genesis\", \"text\": \"too short\"}\n").unwrap();
+    let e = train(&options(dir.path().join("y"), dir.path().join("tiny.jsonl"), 2)).unwrap_err().to_string();
+    assert!(e.contains("training windows"), "{e}");
+}

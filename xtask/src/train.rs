@@ -1,0 +1,163 @@
+//! `cargo xtask train`: flags → [`clex_train::trainer::TrainOptions`], run, report.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clex_train::preset::{Preset, RopeChoice};
+use clex_train::trainer::{TrainOptions, train};
+
+/// Flags of `cargo xtask train`; every default is the tiny CLEX run.
+#[derive(clap::Args, Debug)]
+pub struct TrainArgs {
+    /// Run name: output goes to runs/<name>.
+    #[arg(long, default_value = "tiny-clex")]
+    name: String,
+    /// Rebuild and run with this backend: flex | wgpu | tch.
+    #[arg(long)]
+    backend: Option<String>,
+    /// Documents (.jsonl, .jsonl.gz, .txt or a directory); default: the bundled corpus.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// An HF tokenizer.json (default: train a byte-level BPE on the train split).
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+    /// Vocabulary size of the trained BPE.
+    #[arg(long, default_value_t = 2048)]
+    vocab_size: usize,
+    /// Model preset: tiny | small.
+    #[arg(long, default_value = "tiny")]
+    preset: String,
+    /// Continue pretraining this HF model directory (a non-CLEX model gets a fresh CLEX layer).
+    #[arg(long)]
+    init_from: Option<PathBuf>,
+    /// clex | none | linear | dynamic | yarn.
+    #[arg(long, default_value = "clex")]
+    rope: String,
+    /// Factor of linear / dynamic / yarn.
+    #[arg(long, default_value_t = 4.0)]
+    rope_factor: f64,
+    /// CLEX T_max.
+    #[arg(long, default_value_t = 8)]
+    max_factor: usize,
+    /// Training sequence length L.
+    #[arg(long, default_value_t = 256)]
+    seq_len: usize,
+    /// Sequences per micro-batch.
+    #[arg(long, default_value_t = 8)]
+    batch_size: usize,
+    /// Micro-batches per optimizer step.
+    #[arg(long, default_value_t = 1)]
+    grad_accum: usize,
+    /// Total micro-batches.
+    #[arg(long, default_value_t = 400)]
+    steps: usize,
+    /// Micro-batches between checkpoints (and validations).
+    #[arg(long, default_value_t = 100)]
+    checkpoint_every: usize,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = 3e-3)]
+    lr: f64,
+    /// Warmup micro-batches.
+    #[arg(long, default_value_t = 40)]
+    warmup: usize,
+    /// AdamW weight decay.
+    #[arg(long, default_value_t = 0.0)]
+    weight_decay: f32,
+    /// Gradient clip (per-tensor norm); 0 disables.
+    #[arg(long, default_value_t = 1.0)]
+    grad_clip: f32,
+    /// Seed of weights, data order and CLEX draws.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Continue from the newest complete checkpoint of this run.
+    #[arg(long)]
+    resume: bool,
+}
+
+fn rope(args: &TrainArgs) -> anyhow::Result<RopeChoice> {
+    Ok(match args.rope.as_str() {
+        "clex" => RopeChoice::Clex { max_factor: args.max_factor },
+        "none" => RopeChoice::None,
+        "linear" => RopeChoice::Linear(args.rope_factor),
+        "dynamic" => RopeChoice::Dynamic(args.rope_factor),
+        "yarn" => RopeChoice::Yarn(args.rope_factor),
+        other => bail!("--rope {other}: accepted values: clex, none, linear, dynamic, yarn"),
+    })
+}
+
+/// Re-runs this command under another backend feature.
+fn rerun_with(backend: &str) -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut rest = Vec::new();
+    let mut skip = false;
+    for a in args {
+        if skip {
+            skip = false;
+            continue;
+        }
+        if a == "--backend" {
+            skip = true;
+            continue;
+        }
+        if a.starts_with("--backend=") {
+            continue;
+        }
+        rest.push(a);
+    }
+    let status = std::process::Command::new(env!("CARGO"))
+        .args(["run", "--release", "-p", "xtask", "--no-default-features", "--features", backend, "--"])
+        .args(rest)
+        .status()
+        .context("running cargo")?;
+    if !status.success() {
+        bail!("training under --backend {backend} failed");
+    }
+    Ok(())
+}
+
+pub fn run(args: TrainArgs) -> anyhow::Result<()> {
+    if let Some(b) = &args.backend {
+        if !["flex", "wgpu", "tch"].contains(&b.as_str()) {
+            bail!("--backend {b}: accepted values: flex, wgpu, tch");
+        }
+        let current = clex_train::backend::name();
+        if !current.starts_with(b.as_str()) {
+            return rerun_with(b);
+        }
+    }
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").canonicalize().context("locating the workspace")?;
+    let mut o = TrainOptions::tiny(root.join("runs").join(&args.name));
+    if let Some(d) = &args.data {
+        o.data = d.clone();
+    }
+    o.tokenizer = args.tokenizer.clone();
+    o.vocab_size = args.vocab_size;
+    o.preset = Preset::parse(&args.preset).with_context(|| format!("--preset {}: accepted values: tiny, small", args.preset))?;
+    o.init_from = args.init_from.clone();
+    o.rope = rope(&args)?;
+    o.seq_len = args.seq_len;
+    o.batch_size = args.batch_size;
+    o.grad_accumulation = args.grad_accum;
+    o.steps = args.steps;
+    o.checkpoint_every = args.checkpoint_every.min(args.steps.max(1));
+    o.lr = args.lr;
+    o.warmup = args.warmup;
+    o.weight_decay = args.weight_decay;
+    o.grad_clip = (args.grad_clip > 0.0).then_some(args.grad_clip);
+    o.seed = args.seed;
+    o.resume = args.resume;
+    eprintln!("backend: {}; run directory: {}", clex_train::backend::name(), o.run_dir.display());
+    let report = train(&o)?;
+    println!(
+        "\ntrained {} micro-batches in {:.0} s ({} train / {} validation tokens)",
+        report.steps, report.wall_s, report.tokens.0, report.tokens.1
+    );
+    println!("validation (inference semantics, t = ceil(N/P)):");
+    for (len, nll, n) in &report.validation {
+        println!("  length {len:>5}: mean NLL {nll:.4}, perplexity {:.2} over {n} windows", nll.exp());
+    }
+    let shown = report.model_dir.strip_prefix(std::env::current_dir().unwrap_or_default()).unwrap_or(&report.model_dir).to_path_buf();
+    println!("\nmodel: {}", shown.display());
+    println!("try it:\n  cargo run -p clex-cli -- generate -m {} -p \"ROMEO:\" -n 200", shown.display());
+    Ok(())
+}
