@@ -3,8 +3,10 @@
 
 use burn::module::Param;
 use burn::nn::{Embedding, LayerNormConfig, Linear, RmsNorm};
-use burn::tensor::{Distribution, Tensor, backend::Backend};
+use burn::tensor::{Tensor, TensorData, backend::Backend};
 use clex_core::{ClexLayerConfig, ClexParams, RopeScaling};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use serde_json::json;
 
 use crate::attention::Attention;
@@ -16,14 +18,37 @@ use crate::model::CausalLm;
 /// HF's default `initializer_range`.
 const INIT_STD: f64 = 0.02;
 
-fn normal<B: Backend, const D: usize>(shape: [usize; D], device: &B::Device) -> Tensor<B, D> {
-    Tensor::random(shape, Distribution::Normal(0.0, INIT_STD), device)
+/// Host-side RNG: weights depend only on the seed, not on the backend's global RNG (which
+/// concurrent runs in one process would share).
+struct Init<'a, B: Backend> {
+    rng: ChaCha8Rng,
+    device: &'a B::Device,
 }
 
-fn linear<B: Backend>(d_in: usize, d_out: usize, bias: bool, device: &B::Device) -> Linear<B> {
-    Linear {
-        weight: Param::from_tensor(normal([d_in, d_out], device)),
-        bias: bias.then(|| Param::from_tensor(Tensor::zeros([d_out], device))),
+impl<B: Backend> Init<'_, B> {
+    fn normal<const D: usize>(&mut self, shape: [usize; D]) -> Tensor<B, D> {
+        let n: usize = shape.iter().product();
+        // Box-Muller on the seeded stream.
+        let values: Vec<f32> = (0..n)
+            .map(|_| {
+                let (u1, u2): (f64, f64) = (self.rng.random::<f64>().max(f64::MIN_POSITIVE), self.rng.random::<f64>());
+                ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos() * INIT_STD) as f32
+            })
+            .collect();
+        Tensor::from_data(TensorData::new(values, shape), self.device)
+    }
+
+    fn uniform<const D: usize>(&mut self, shape: [usize; D], bound: f64) -> Tensor<B, D> {
+        let n: usize = shape.iter().product();
+        let values: Vec<f32> = (0..n).map(|_| ((self.rng.random::<f64>() * 2.0 - 1.0) * bound) as f32).collect();
+        Tensor::from_data(TensorData::new(values, shape), self.device)
+    }
+
+    fn linear(&mut self, d_in: usize, d_out: usize, bias: bool) -> Linear<B> {
+        Linear {
+            weight: Param::from_tensor(self.normal([d_in, d_out])),
+            bias: bias.then(|| Param::from_tensor(Tensor::zeros([d_out], self.device))),
+        }
     }
 }
 
@@ -37,30 +62,32 @@ fn norm<B: Backend>(cfg: &ModelConfig, device: &B::Device) -> Norm<B> {
 
 /// A model with fresh weights: N(0, 0.02) matrices and embeddings, unit norms, zero biases,
 /// and for CLEX configs a fresh CLEX layer (D = 0: the trajectory starts as NTK scaling).
-/// Seed the backend first (`B::seed`) for reproducible weights.
-pub fn init_model<B: Backend>(cfg: ModelConfig, device: &B::Device) -> CausalLm<B> {
+/// The weights are a function of `seed` alone.
+pub fn init_model<B: Backend>(cfg: ModelConfig, device: &B::Device, seed: u64) -> CausalLm<B> {
+    let mut init = Init::<B> { rng: ChaCha8Rng::seed_from_u64(seed), device };
     let (h, i, v) = (cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size);
     let (q_out, kv_out) = (cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim);
     let layers = (0..cfg.num_layers)
         .map(|_| {
+            let init = &mut init;
             let ab = cfg.attention_bias;
             let attention = Attention {
-                q_proj: linear(h, q_out, ab, device),
-                k_proj: linear(h, kv_out, ab, device),
-                v_proj: linear(h, kv_out, ab, device),
-                o_proj: linear(q_out, h, ab, device),
+                q_proj: init.linear(h, q_out, ab),
+                k_proj: init.linear(h, kv_out, ab),
+                v_proj: init.linear(h, kv_out, ab),
+                o_proj: init.linear(q_out, h, ab),
                 num_heads: cfg.num_heads,
                 num_kv_heads: cfg.num_kv_heads,
                 head_dim: cfg.head_dim,
             };
             let mlp = match cfg.arch {
                 Architecture::Llama => Mlp::Gated(GatedMlp {
-                    gate_proj: linear(h, i, cfg.mlp_bias, device),
-                    up_proj: linear(h, i, cfg.mlp_bias, device),
-                    down_proj: linear(i, h, cfg.mlp_bias, device),
+                    gate_proj: init.linear(h, i, cfg.mlp_bias),
+                    up_proj: init.linear(h, i, cfg.mlp_bias),
+                    down_proj: init.linear(i, h, cfg.mlp_bias),
                 }),
                 Architecture::GptNeox => {
-                    Mlp::Plain(PlainMlp { dense_h_to_4h: linear(h, i, true, device), dense_4h_to_h: linear(i, h, true, device) })
+                    Mlp::Plain(PlainMlp { dense_h_to_4h: init.linear(h, i, true), dense_4h_to_h: init.linear(i, h, true) })
                 }
             };
             Block {
@@ -72,9 +99,16 @@ pub fn init_model<B: Backend>(cfg: ModelConfig, device: &B::Device) -> CausalLm<
             }
         })
         .collect();
-    let embed = Embedding { weight: Param::from_tensor(normal([v, h], device)) };
-    let lm_head = (!cfg.tie_word_embeddings).then(|| linear(h, v, false, device));
-    let clex = ClexLayerConfig::from_rope(&cfg.rope).map(|c| c.init(device));
+    let embed = Embedding { weight: Param::from_tensor(init.normal([v, h])) };
+    let lm_head = (!cfg.tie_word_embeddings).then(|| init.linear(h, v, false));
+    // CLEX: inv_freq = 1/B^(2i/d), U ~ U(±1/sqrt(H)), D = 0 (as ClexLayerConfig::init).
+    let clex = ClexLayerConfig::from_rope(&cfg.rope).map(|c| {
+        let (k, hid) = (c.dim / 2, c.param_factor * c.dim);
+        let inv = clex_core::rope::base_inv_freq(c.rope_theta, c.dim);
+        let up = init.uniform([k, hid], 1.0 / (hid as f64).sqrt());
+        c.init_with(Tensor::from_data(TensorData::new(inv, [k]), device), up, Tensor::zeros([hid, k], device))
+            .expect("shapes follow the config")
+    });
     let final_norm = norm(&cfg, device);
     CausalLm::from_parts(cfg, embed, layers, final_norm, lm_head, clex)
 }

@@ -29,6 +29,18 @@ pub enum TrainError {
     /// Not enough data for the requested setting.
     #[error("{0}")]
     NotEnoughData(String),
+    /// Training diverged.
+    #[error(
+        "non-finite loss {loss} at step {step}; the run stopped without applying that update, and its last checkpoint ({checkpoint}) is the last good state"
+    )]
+    NonFinite {
+        /// The micro-batch.
+        step: usize,
+        /// The loss seen.
+        loss: f32,
+        /// Where to resume from.
+        checkpoint: String,
+    },
     /// A model problem.
     #[error(transparent)]
     Model(#[from] clex_models::ModelError),

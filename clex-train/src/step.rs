@@ -13,7 +13,11 @@ use clex_core::ClexBackend;
 use clex_core::clex::{PositionSampler, TrainDraw};
 use clex_models::CausalLm;
 
+use burn::optim::GradientsParams;
+use burn::tensor::ElementConversion;
+
 use crate::batch::LmBatch;
+use crate::monitor::StepMonitor;
 
 /// Settings of the train step that are not model parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +39,8 @@ pub struct ClexLm<B: Backend> {
     pub lm: CausalLm<B>,
     #[module(skip)]
     settings: StepSettings,
+    #[module(skip)]
+    monitor: Option<StepMonitor>,
 }
 
 /// What a step reports: the loss and the t it drew.
@@ -64,7 +70,13 @@ impl<B: Backend> Adaptor<LossInput<B>> for LmOutput<B> {
 impl<B: Backend> ClexLm<B> {
     /// Wraps a model for training.
     pub fn new(lm: CausalLm<B>, settings: StepSettings) -> Self {
-        ClexLm { lm, settings }
+        ClexLm { lm, settings, monitor: None }
+    }
+
+    /// Attaches per-step logging and the non-finite-loss stop.
+    pub fn with_monitor(mut self, monitor: StepMonitor) -> Self {
+        self.monitor = Some(monitor);
+        self
     }
 
     /// The t and positions a batch with this key uses (None for non-CLEX models).
@@ -122,6 +134,13 @@ impl<B: AutodiffBackend + ClexBackend> TrainStep for ClexLm<B> {
 
     fn step(&self, batch: LmBatch<B>) -> TrainOutput<LmOutput<B>> {
         let (loss, t) = self.train_loss(&batch);
+        if let Some(m) = &self.monitor {
+            let value: f32 = loss.clone().into_scalar().elem();
+            if !m.record(value, t) {
+                // No gradients: the optimizer leaves every parameter as it was.
+                return TrainOutput { grads: GradientsParams::new(), item: LmOutput { loss: loss.detach(), t } };
+            }
+        }
         let grads = loss.backward();
         TrainOutput::new(self, grads, LmOutput { loss, t })
     }

@@ -21,6 +21,7 @@ use crate::checkpoint::{AtomicRecorder, latest_checkpoint, verify_checkpoint};
 use crate::corpus::{read_documents, split_documents};
 use crate::error::{TrainError, io};
 use crate::loader::StepLoader;
+use crate::monitor::StepMonitor;
 use crate::packing::pack;
 use crate::preset::{Preset, RopeChoice, preset_config};
 use crate::schedule::WarmupCosine;
@@ -239,8 +240,17 @@ pub fn train(opts: &TrainOptions) -> Result<TrainReport, TrainError> {
     if let Some(e) = resume_from {
         training = training.checkpoint(e);
     }
+    let metrics = opts.run_dir.join("metrics.csv");
+    let monitor = StepMonitor::new(training.interrupter(), &metrics, first_epoch * opts.checkpoint_every).map_err(io(&metrics))?;
+    let model = model.with_monitor(monitor.clone());
     let result = training.launch(Learner::new(model, optim, scheduler));
+    if let Some((step, loss)) = monitor.non_finite() {
+        let checkpoint =
+            latest_checkpoint(&opts.run_dir).map(|e| format!("checkpoint {e}, resume with --resume")).unwrap_or_else(|| "none yet".into());
+        return Err(TrainError::NonFinite { step, loss, checkpoint });
+    }
     let model: ClexLm<Inference> = result.model;
+    write_plot(&opts.run_dir, &metrics, opts.checkpoint_every)?;
 
     let model_dir = opts.run_dir.join("model");
     save_model(&model.lm, &model_dir)?;
@@ -281,7 +291,7 @@ fn build_model(
         None => {
             let raw = preset_config(opts.preset, vocab, &opts.rope, bos);
             let cfg = ModelConfig::from_json(raw, Path::new("<preset>"))?;
-            Ok(init_model(cfg, device))
+            Ok(init_model(cfg, device, opts.seed))
         }
     }
 }
@@ -293,5 +303,29 @@ fn write_summary(run_dir: &Path, validation: &[(usize, f64, usize)]) -> Result<(
     }
     let path = run_dir.join("validation.csv");
     clex_models::write_atomic(&path, csv.as_bytes())?;
+    Ok(())
+}
+
+/// `loss.svg` from `metrics.csv` and burn-train's per-epoch validation logs.
+fn write_plot(run_dir: &Path, metrics: &Path, interval: usize) -> Result<(), TrainError> {
+    let text = std::fs::read_to_string(metrics).map_err(io(metrics))?;
+    let train: Vec<(usize, f64)> = text
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let mut it = l.split(',');
+            Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+        })
+        .collect();
+    let mut valid = Vec::new();
+    for epoch in 1.. {
+        let Ok(log) = std::fs::read_to_string(run_dir.join(format!("valid/epoch-{epoch}/Loss.log"))) else { break };
+        let values: Vec<f64> = log.lines().filter_map(|l| l.split(',').next()?.parse().ok()).collect();
+        if !values.is_empty() {
+            valid.push((epoch * interval, values.iter().sum::<f64>() / values.len() as f64));
+        }
+    }
+    let svg = crate::plot::loss_svg(&train, &valid, &format!("{} — loss per step", run_dir.display()));
+    clex_models::write_atomic(&run_dir.join("loss.svg"), svg.as_bytes())?;
     Ok(())
 }

@@ -70,6 +70,12 @@ fn resumed_run_equals_uninterrupted_run() {
     let no_tmp =
         std::fs::read_dir(dir.path().join("full/checkpoint")).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().ends_with(".tmp"));
     assert!(no_tmp, "atomic writes leave no temporary files");
+    // The per-step log survives the resume: 4 rows, t sampled on each, identical to the full run's.
+    let log = |d: &str| String::from_utf8(read(&dir.path().join(d).join("metrics.csv"))).unwrap();
+    assert_eq!(log("full"), log("cut"));
+    assert_eq!(log("full").lines().count(), 5, "{}", log("full"));
+    assert!(log("full").lines().skip(1).all(|l| l.split(',').nth(3).is_some_and(|t| (1..=4).contains(&t.parse::<usize>().unwrap()))));
+    assert!(String::from_utf8(read(&dir.path().join("full/loss.svg"))).unwrap().contains("<polyline"));
 }
 
 #[test]

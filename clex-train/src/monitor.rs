@@ -1,0 +1,76 @@
+//! Per-step bookkeeping the learner's metrics do not cover: every micro-batch's loss and
+//! sampled t appended to `steps.csv` (the run's metric log, which survives resumes), and the
+//! stop on a non-finite loss, which skips that update and ends the run at once so the last
+//! checkpoint stays the last good state.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use burn::train::Interrupter;
+
+/// Shared by every clone of the model being trained.
+#[derive(Clone)]
+pub struct StepMonitor {
+    interrupter: Interrupter,
+    next_step: Arc<AtomicUsize>,
+    log: Arc<Mutex<Option<std::fs::File>>>,
+    non_finite: Arc<Mutex<Option<(usize, f32)>>>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for StepMonitor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "StepMonitor({})", self.path.display())
+    }
+}
+
+impl StepMonitor {
+    /// Logs to `path`, keeping only its rows before `first_step` (a resumed run rewrites
+    /// the steps after its checkpoint).
+    pub fn new(interrupter: Interrupter, path: &Path, first_step: usize) -> std::io::Result<Self> {
+        let kept: Vec<String> = std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.split(',').next().and_then(|s| s.parse::<usize>().ok()).is_some_and(|s| s < first_step))
+            .map(str::to_string)
+            .collect();
+        let mut file = std::fs::File::create(path)?;
+        writeln!(file, "step,loss,perplexity,t")?;
+        for l in kept {
+            writeln!(file, "{l}")?;
+        }
+        Ok(StepMonitor {
+            interrupter,
+            next_step: Arc::new(AtomicUsize::new(first_step)),
+            log: Arc::new(Mutex::new(Some(file))),
+            non_finite: Arc::new(Mutex::new(None)),
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Records a micro-batch; returns false (and stops the run) if its loss is not finite.
+    pub fn record(&self, loss: f32, t: Option<usize>) -> bool {
+        let step = self.next_step.fetch_add(1, Ordering::SeqCst);
+        if let Ok(mut guard) = self.log.lock()
+            && let Some(f) = guard.as_mut()
+        {
+            let t = t.map(|t| t.to_string()).unwrap_or_default();
+            let _ = writeln!(f, "{step},{loss},{},{t}", (loss as f64).exp());
+        }
+        if loss.is_finite() {
+            return true;
+        }
+        if let Ok(mut nf) = self.non_finite.lock() {
+            nf.get_or_insert((step, loss));
+        }
+        self.interrupter.stop(Some(&format!("non-finite loss {loss} at step {step}")));
+        false
+    }
+
+    /// The first non-finite loss seen, with its step.
+    pub fn non_finite(&self) -> Option<(usize, f32)> {
+        self.non_finite.lock().ok().and_then(|g| *g)
+    }
+}
