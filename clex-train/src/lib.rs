@@ -19,6 +19,7 @@ pub mod monitor;
 pub mod packing;
 pub mod plot;
 pub mod preset;
+pub mod renderer;
 pub mod schedule;
 pub mod step;
 pub mod tokenizer;

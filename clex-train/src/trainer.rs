@@ -24,6 +24,7 @@ use crate::loader::StepLoader;
 use crate::monitor::StepMonitor;
 use crate::packing::pack;
 use crate::preset::{Preset, RopeChoice, preset_config};
+use crate::renderer::PlainRenderer;
 use crate::schedule::WarmupCosine;
 use crate::step::{ClexLm, StepSettings};
 use crate::tokenizer::{boundary_id, encode, load_tokenizer, train_bpe};
@@ -232,6 +233,7 @@ pub fn train(opts: &TrainOptions) -> Result<TrainReport, TrainError> {
         .metric_train_numeric(LearningRateMetric::new())
         .metric_train_numeric(IterationSpeedMetric::new())
         .with_file_checkpointer(AtomicRecorder)
+        .renderer(PlainRenderer::new(10, opts.checkpoint_every))
         .num_epochs(epochs)
         .summary();
     if opts.grad_accumulation > 1 {

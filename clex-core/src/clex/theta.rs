@@ -141,8 +141,15 @@ struct CachedTable {
 
 /// A θ table cache keyed by the exact parameter values: shared by clones of a module,
 /// recomputed whenever U, D, inv_freq or the settings differ from the cached ones.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct ThetaCache(Arc<Mutex<Option<CachedTable>>>);
+
+impl std::fmt::Debug for ThetaCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Module summaries print every field; the cached table is not worth a page.
+        write!(f, "ThetaCache({})", if self.is_filled() { "filled" } else { "empty" })
+    }
+}
 
 impl ThetaCache {
     /// The table for these weights, solving only when they changed.
