@@ -60,7 +60,7 @@ impl MetricsRendererTraining for PlainRenderer {
 
     fn render_train(&mut self, item: TrainingProgress, _progress: Vec<ProgressType>) {
         let it = item.iteration.unwrap_or(0);
-        if it % self.every == 0 || item.progress.as_ref().is_some_and(|p| p.items_processed >= p.items_total) {
+        if it.is_multiple_of(self.every) || item.progress.as_ref().is_some_and(|p| p.items_processed >= p.items_total) {
             let epoch = item.global_progress.items_processed;
             let step = (epoch.saturating_sub(1)) * self.steps_per_epoch + it;
             let total = item.global_progress.items_total * self.steps_per_epoch;
