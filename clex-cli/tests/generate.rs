@@ -1,0 +1,88 @@
+//! `clex generate` end to end on the tiny CLEX-LLaMA fixture (byte-level vocabulary of 256)
+//! with a byte-level tokenizer made for it: deterministic greedy output, streaming of the
+//! prompt, and one-line errors with exit code 2.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use tokenizers::TokenizerBuilder;
+use tokenizers::models::bpe::BPE;
+use tokenizers::normalizers::NormalizerWrapper;
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../clex-models/tests/fixtures/clex").join(name)
+}
+
+/// A model directory: the fixture weights, its config, and a 256-entry byte tokenizer.
+fn model_dir(vocab: usize) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(fixture("llama_clex.json"), dir.path().join("config.json")).unwrap();
+    std::fs::copy(fixture("llama_clex.safetensors"), dir.path().join("model.safetensors")).unwrap();
+    let mut alphabet: Vec<char> = ByteLevel::alphabet().into_iter().collect();
+    alphabet.sort();
+    let mut vocab_map: std::collections::HashMap<String, u32> =
+        alphabet.iter().take(vocab.min(256)).enumerate().map(|(i, c)| (c.to_string(), i as u32)).collect();
+    for extra in 256..vocab {
+        vocab_map.insert(format!("<extra_{extra}>"), extra as u32);
+    }
+    let bpe = BPE::builder().vocab_and_merges(vocab_map.into_iter().collect::<tokenizers::models::bpe::Vocab>(), vec![]).build().unwrap();
+    let tok = TokenizerBuilder::<BPE, NormalizerWrapper, ByteLevel, ByteLevel, ByteLevel>::new()
+        .with_model(bpe)
+        .with_normalizer(None)
+        .with_pre_tokenizer(Some(ByteLevel::new(false, true, true)))
+        .with_post_processor(Some(ByteLevel::new(false, true, true)))
+        .with_decoder(Some(ByteLevel::new(false, true, true)))
+        .build()
+        .unwrap();
+    tok.save(dir.path().join("tokenizer.json"), false).unwrap();
+    dir
+}
+
+fn clex(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_clex")).args(args).output().unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+fn p(d: &Path) -> &str {
+    d.to_str().unwrap()
+}
+
+#[test]
+fn greedy_generation_is_deterministic_and_streams() {
+    let dir = model_dir(256);
+    // 30 prompt bytes + 40 tokens crosses P = 32 and 64: t goes 1 → 2 → 3 during decoding.
+    let args = ["generate", "-m", p(dir.path()), "-p", "To be, or not to be, that is t", "-n", "40", "--temperature", "0"];
+    let (code, out, err) = clex(&args);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("To be, or not to be, that is t"), "{out}");
+    assert!(out.len() > 35, "{out:?}");
+    assert!(err.contains("tokens/s"), "{err}");
+    let (_, again, _) = clex(&args);
+    assert_eq!(out, again, "temperature 0 is deterministic");
+    let (code, sampled, err) = clex(&["generate", "-m", p(dir.path()), "-p", "To be", "-n", "20", "--seed", "3", "--top-k", "5"]);
+    assert_eq!(code, 0, "{err}");
+    let (_, sampled2, _) = clex(&["generate", "-m", p(dir.path()), "-p", "To be", "-n", "20", "--seed", "3", "--top-k", "5"]);
+    assert_eq!(sampled, sampled2, "seeded sampling is reproducible");
+}
+
+#[test]
+fn user_errors_are_one_line_with_exit_code_two() {
+    let dir = model_dir(256);
+    let (code, _, err) = clex(&["generate", "-m", "/nonexistent/model", "-p", "x"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("/nonexistent/model") && !err.contains("panicked") && !err.contains("backtrace"), "{err}");
+    let (code, _, err) = clex(&["generate", "-m", p(dir.path()), "--dtype", "f64"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--dtype f64") && err.contains("bf16"), "{err}");
+    let (code, _, err) = clex(&["generate", "-m", p(dir.path()), "--rope-scaling", "yarn"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("CLEX model"), "{err}");
+    let big = model_dir(300);
+    let (code, _, err) = clex(&["generate", "-m", p(big.path()), "-p", "x"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("tokenizer has 300 entries") && err.contains("vocab_size is 256"), "{err}");
+    let (code, _, err) = clex(&["generate", "-m", p(dir.path()), "-p", &"a".repeat(300), "--max-seq-len", "100"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("prompt has") && err.contains("100"), "{err}");
+}
