@@ -1,6 +1,7 @@
 //! `clex`: the command line of clex-rs. Subcommands live one per file.
 
 mod generate;
+mod inspect;
 mod rope;
 
 use clap::{Parser, Subcommand};
@@ -17,6 +18,8 @@ struct Cli {
 enum Command {
     /// Generate text from an HF model directory.
     Generate(Box<generate::GenerateArgs>),
+    /// Show a checkpoint: architecture, sizes, rope, parameter count, CLEX θ(t) table.
+    Inspect(inspect::InspectArgs),
     /// Show the RoPE / CLEX frequencies a config.json implies at a given length.
     Rope(rope::RopeArgs),
 }
@@ -25,6 +28,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Generate(args) => generate::run(*args),
+        Command::Inspect(args) => inspect::run(args),
         Command::Rope(args) => rope::run(args),
     };
     match result {

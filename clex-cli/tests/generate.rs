@@ -86,3 +86,24 @@ fn user_errors_are_one_line_with_exit_code_two() {
     assert_eq!(code, 2);
     assert!(err.contains("prompt has") && err.contains("100"), "{err}");
 }
+
+#[test]
+fn inspect_shows_the_learned_theta_table() {
+    let dir = model_dir(256);
+    let (code, out, err) = clex(&["inspect", "-m", p(dir.path()), "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["rope"]["kind"], "clex");
+    assert_eq!(v["parameters"], 123968);
+    let theta = v["theta"].as_array().unwrap();
+    assert_eq!(theta.len(), 8);
+    assert_eq!(theta[0].as_array().unwrap().len(), 8);
+    // Row t = 1 is the stored inv_freq; later rows follow the ODE (golden values in clex-core).
+    assert_eq!(theta[0][0].as_f64().unwrap(), 1.0);
+    let (code, text, _) = clex(&["inspect", "-m", p(dir.path())]);
+    assert_eq!(code, 0);
+    assert!(text.contains("CLEX θ(t) for t = 1..8") && text.contains("parameters: 123968"), "{text}");
+    let (code, _, err) = clex(&["inspect", "-m", "/nonexistent"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("/nonexistent"), "{err}");
+}
