@@ -2,7 +2,7 @@
 //! plain text files, or directories of either; the deterministic document-level split; and
 //! the corpus bundled with the repository.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -119,9 +119,4 @@ fn walk(dir: &Path) -> Result<Vec<PathBuf>, TrainError> {
 /// Train and validation documents of `path`.
 pub fn split_documents(docs: Vec<Document>) -> (Vec<Document>, Vec<Document>) {
     docs.into_iter().partition(|d| d.split() == Split::Train)
-}
-
-/// Lines of a small file, for errors that quote input.
-pub fn first_lines(path: &Path, n: usize) -> Vec<String> {
-    std::fs::File::open(path).map(|f| BufReader::new(f).lines().take(n).map_while(Result::ok).collect()).unwrap_or_default()
 }
