@@ -3,6 +3,7 @@
 mod generate;
 mod inspect;
 mod rope;
+mod score;
 
 use clap::{Parser, Subcommand};
 
@@ -20,6 +21,8 @@ enum Command {
     Generate(Box<generate::GenerateArgs>),
     /// Show a checkpoint: architecture, sizes, rope, parameter count, CLEX θ(t) table.
     Inspect(inspect::InspectArgs),
+    /// Logits and per-token NLL of a token sequence (optionally through the KV cache).
+    Score(Box<score::ScoreArgs>),
     /// Show the RoPE / CLEX frequencies a config.json implies at a given length.
     Rope(rope::RopeArgs),
 }
@@ -30,6 +33,7 @@ fn main() -> std::process::ExitCode {
         Command::Generate(args) => generate::run(*args),
         Command::Inspect(args) => inspect::run(args),
         Command::Rope(args) => rope::run(args),
+        Command::Score(args) => score::run(*args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,4 +1,4 @@
-//! `clex generate` end to end on the tiny CLEX-LLaMA fixture (byte-level vocabulary of 256)
+//! The `clex` binary end to end (generate, inspect, score) on the tiny CLEX-LLaMA fixture (byte-level vocabulary of 256)
 //! with a byte-level tokenizer made for it: deterministic greedy output, streaming of the
 //! prompt, and one-line errors with exit code 2.
 
@@ -106,4 +106,37 @@ fn inspect_shows_the_learned_theta_table() {
     let (code, _, err) = clex(&["inspect", "-m", "/nonexistent"]);
     assert_eq!(code, 2);
     assert!(err.contains("/nonexistent"), "{err}");
+}
+
+/// `clex score` reproduces the official CLEX code's logits (full forward at N = 100, t = 4)
+/// and its cached decode across t boundaries (prefill 30, then 40 single steps).
+#[test]
+fn score_reproduces_golden_logits() {
+    let dir = model_dir(256);
+    let g = clex_models::weights::Checkpoint::open(&[fixture("logits.safetensors")]).unwrap();
+    let read = |name: &str| g.read_f32(name).unwrap().0;
+    let ids_of = |v: &[f32]| v.iter().map(|x| (*x as u32).to_string()).collect::<Vec<_>>().join(",");
+    let out = dir.path().join("logits.safetensors");
+    let (code, stdout, err) = clex(&["score", "-m", p(dir.path()), "--ids", &ids_of(&read("inputs/ids")[..100]), "--out", p(&out)]);
+    assert_eq!(code, 0, "{err}");
+    assert!(stdout.contains("100 tokens, mean NLL"), "{stdout}");
+    let got = clex_models::weights::Checkpoint::open(std::slice::from_ref(&out)).unwrap().read_f32("logits").unwrap();
+    assert_eq!(got.1, vec![1, 100, 256]);
+    let worst = got.0.iter().zip(read("llama/L100/logits")).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    assert!(worst < 2e-3, "score vs golden L100: {worst}");
+
+    let decode = read("llama/decode/input_ids");
+    let (code, _, err) = clex(&["score", "-m", p(dir.path()), "--ids", &ids_of(&decode), "--prefill", "30", "--out", p(&out)]);
+    assert_eq!(code, 0, "{err}");
+    let got = clex_models::weights::Checkpoint::open(&[out]).unwrap().read_f32("logits").unwrap().0;
+    let steps = read("llama/decode/step_logits");
+    let worst = got[30 * 256..].iter().zip(&steps).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    assert!(worst < 2e-3, "score --prefill 30 vs golden step logits: {worst}");
+
+    let (code, _, err) = clex(&["score", "-m", p(dir.path()), "--ids", "1,2,999"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("999") && err.contains("256"), "{err}");
+    let (code, _, err) = clex(&["score", "-m", p(dir.path()), "--ids", "1,x"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("`x`"), "{err}");
 }
