@@ -2,6 +2,7 @@
 
 mod generate;
 mod inspect;
+mod perplexity;
 mod rope;
 mod score;
 
@@ -23,6 +24,8 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// Logits and per-token NLL of a token sequence (optionally through the KV cache).
     Score(Box<score::ScoreArgs>),
+    /// Perplexity and accuracy across evaluation lengths.
+    Perplexity(Box<perplexity::PerplexityArgs>),
     /// Show the RoPE / CLEX frequencies a config.json implies at a given length.
     Rope(rope::RopeArgs),
 }
@@ -32,6 +35,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Generate(args) => generate::run(*args),
         Command::Inspect(args) => inspect::run(args),
+        Command::Perplexity(args) => perplexity::run(*args),
         Command::Rope(args) => rope::run(args),
         Command::Score(args) => score::run(*args),
     };

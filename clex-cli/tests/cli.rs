@@ -1,4 +1,4 @@
-//! The `clex` binary end to end (generate, inspect, score) on the tiny CLEX-LLaMA fixture (byte-level vocabulary of 256)
+//! The `clex` binary end to end (generate, inspect, score, perplexity) on the tiny CLEX-LLaMA fixture (byte-level vocabulary of 256)
 //! with a byte-level tokenizer made for it: deterministic greedy output, streaming of the
 //! prompt, and one-line errors with exit code 2.
 
@@ -139,4 +139,61 @@ fn score_reproduces_golden_logits() {
     let (code, _, err) = clex(&["score", "-m", p(dir.path()), "--ids", "1,x"]);
     assert_eq!(code, 2);
     assert!(err.contains("`x`"), "{err}");
+}
+
+/// `clex perplexity` (chunks protocol) equals the NLL that `clex score` gives on the same
+/// windows, and kv-chunks with one chunk per window equals chunks.
+#[test]
+fn perplexity_agrees_with_score_on_the_same_windows() {
+    let dir = model_dir(256);
+    let text =
+        "To be, or not to be, that is the question: Whether 'tis nobler in the mind to suffer the slings and arrows of outrageous fortune";
+    let data = dir.path().join("doc.txt");
+    std::fs::write(&data, text).unwrap();
+    let out = dir.path().join("ppl.json");
+    let (code, stdout, err) =
+        clex(&["perplexity", "-m", p(dir.path()), "--data", p(&data), "--lengths", "64", "--bos", "false", "--json", p(&out)]);
+    assert_eq!(code, 0, "{err}");
+    assert!(stdout.contains("protocol chunks"), "{stdout}");
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let r = &v["results"][0];
+    assert_eq!((r["length"].as_u64(), r["windows"].as_u64(), r["tokens"].as_u64()), (Some(64), Some(2), Some(126)));
+
+    let tok = tokenizers::Tokenizer::from_file(dir.path().join("tokenizer.json")).unwrap();
+    let ids = tok.encode(text, false).unwrap().get_ids().to_vec();
+    let mut total = 0.0;
+    for w in ids.chunks_exact(64) {
+        let j = dir.path().join("score.json");
+        let list = w.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(",");
+        let (code, _, err) = clex(&["score", "-m", p(dir.path()), "--ids", &list, "--json", p(&j)]);
+        assert_eq!(code, 0, "{err}");
+        let s: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&j).unwrap()).unwrap();
+        total += s["nll"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).sum::<f64>();
+    }
+    let mean = total / 126.0;
+    assert!((r["mean_nll"].as_f64().unwrap() - mean).abs() < 1e-6, "{} vs {mean}", r["mean_nll"]);
+
+    let (code, _, err) = clex(&[
+        "perplexity",
+        "-m",
+        p(dir.path()),
+        "--data",
+        p(&data),
+        "--lengths",
+        "64",
+        "--bos",
+        "false",
+        "--protocol",
+        "kv-chunks",
+        "--chunk",
+        "64",
+        "--json",
+        p(&out),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let kv: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert!((kv["results"][0]["mean_nll"].as_f64().unwrap() - mean).abs() < 1e-6);
+    let (code, _, err) = clex(&["perplexity", "-m", p(dir.path()), "--data", p(&data), "--protocol", "nope"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--protocol nope"), "{err}");
 }

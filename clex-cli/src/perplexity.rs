@@ -1,0 +1,205 @@
+//! `clex perplexity`: perplexity and next-token accuracy across evaluation lengths, under
+//! the CLEX paper's protocol (non-overlapping windows, one forward each), the official
+//! evaluation's KV-cache chunks, or a sliding window.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use burn::tensor::{Int, Tensor, TensorData};
+use clex_models::{CachePolicy, CausalLm, ForwardOptions, load_model};
+use clex_train::backend::{self, Inference};
+use clex_train::corpus::read_documents;
+
+use crate::generate::parse_dtype;
+
+/// Arguments of `clex perplexity`.
+#[derive(clap::Args, Debug)]
+pub struct PerplexityArgs {
+    /// HF model directory.
+    #[arg(short = 'm', long)]
+    model: PathBuf,
+    /// tokenizer.json (default MODEL/tokenizer.json).
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+    /// Text files, .jsonl(.gz) with a `text` field, or directories (repeatable).
+    #[arg(long, required = true)]
+    data: Vec<PathBuf>,
+    /// Evaluation lengths, comma-separated.
+    #[arg(long, conflicts_with = "up_to_factor")]
+    lengths: Option<String>,
+    /// Lengths P, 2P, 4P, ... up to this multiple of max_position_embeddings.
+    #[arg(long)]
+    up_to_factor: Option<usize>,
+    /// chunks | kv-chunks | sliding.
+    #[arg(long, default_value = "chunks")]
+    protocol: String,
+    /// Chunk size of the kv-chunks protocol (default: P).
+    #[arg(long)]
+    chunk: Option<usize>,
+    /// Stride of the sliding protocol (default: half the length).
+    #[arg(long)]
+    stride: Option<usize>,
+    /// Tokens evaluated per length at most.
+    #[arg(long, default_value_t = 32768)]
+    max_tokens: usize,
+    /// Start every document with the model's BOS token (the reference's packing).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    bos: bool,
+    /// Compute dtype: f32 | f16 | bf16.
+    #[arg(long, default_value = "f32")]
+    dtype: String,
+    /// Write the results as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+/// Sum of NLL, number of scored tokens, number correct.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct Tally {
+    /// Σ −log p(target).
+    pub nll: f64,
+    /// Targets scored.
+    pub count: usize,
+    /// Targets that were the argmax.
+    pub correct: usize,
+}
+
+impl Tally {
+    /// Scores `logits` rows `from..` (each predicting the next token of `ids`).
+    fn add(&mut self, logits: &[f32], vocab: usize, ids: &[u32], from: usize) {
+        for i in from..ids.len() - 1 {
+            let row = &logits[i * vocab..(i + 1) * vocab];
+            let max = row.iter().fold(f32::NEG_INFINITY, |m, x| m.max(*x)) as f64;
+            let lse = max + row.iter().map(|x| (*x as f64 - max).exp()).sum::<f64>().ln();
+            let target = ids[i + 1] as usize;
+            self.nll += lse - row[target] as f64;
+            self.count += 1;
+            self.correct += (clex_models::generate::argmax(row) as usize == target) as usize;
+        }
+    }
+}
+
+fn logits_of(model: &CausalLm<Inference>, ids: &[u32], cache: Option<&mut clex_models::KvCache<Inference>>) -> anyhow::Result<Vec<f32>> {
+    let device = model.embed.weight.val().device();
+    let t =
+        Tensor::<Inference, 2, Int>::from_data(TensorData::new(ids.iter().map(|&x| x as i64).collect::<Vec<_>>(), [1, ids.len()]), &device);
+    let out = model.forward_with(t, cache, &ForwardOptions::default())?;
+    out.logits.into_data().convert::<f32>().to_vec::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"))
+}
+
+/// Evaluates one length under a protocol; returns the tally and the number of windows.
+pub fn evaluate(
+    model: &CausalLm<Inference>,
+    stream: &[u32],
+    len: usize,
+    protocol: &str,
+    chunk: usize,
+    stride: usize,
+    max_tokens: usize,
+) -> anyhow::Result<(Tally, usize)> {
+    let vocab = model.config().vocab_size;
+    let mut tally = Tally::default();
+    let mut windows = 0;
+    let limit = stream.len().min(max_tokens.max(len));
+    match protocol {
+        "chunks" | "kv-chunks" => {
+            for w in stream[..limit].chunks_exact(len) {
+                windows += 1;
+                if protocol == "chunks" {
+                    tally.add(&logits_of(model, w, None)?, vocab, w, 0);
+                } else {
+                    // Each chunk scores only its own next-token predictions, as the official eval.
+                    let mut cache = model.new_cache(CachePolicy::Reference);
+                    for piece in w.chunks(chunk) {
+                        let logits = logits_of(model, piece, Some(&mut cache))?;
+                        tally.add(&logits, vocab, piece, 0);
+                    }
+                }
+            }
+        }
+        "sliding" => {
+            let mut prev_end = 0;
+            let mut begin = 0;
+            while prev_end < limit {
+                let end = (begin + len).min(limit);
+                let w = &stream[begin..end];
+                // Score only the targets not scored by the previous window.
+                let first_new = (prev_end.max(begin + 1) - begin).saturating_sub(1);
+                tally.add(&logits_of(model, w, None)?, vocab, w, first_new);
+                windows += 1;
+                prev_end = end;
+                if end == limit {
+                    break;
+                }
+                begin += stride;
+            }
+        }
+        other => bail!("--protocol {other}: accepted values: chunks, kv-chunks, sliding"),
+    }
+    Ok((tally, windows))
+}
+
+pub fn run(args: PerplexityArgs) -> anyhow::Result<()> {
+    if !args.model.is_dir() {
+        bail!("{}: model directory not found", args.model.display());
+    }
+    if !["chunks", "kv-chunks", "sliding"].contains(&args.protocol.as_str()) {
+        bail!("--protocol {}: accepted values: chunks, kv-chunks, sliding", args.protocol);
+    }
+    let model = load_model::<Inference>(&args.model, &backend::device(None), parse_dtype(&args.dtype)?)?;
+    let p = model.rope().max_position_embeddings;
+    let lengths: Vec<usize> = match (&args.lengths, args.up_to_factor) {
+        (Some(s), _) => s
+            .split(',')
+            .map(|x| x.trim().parse::<usize>().with_context(|| format!("--lengths: `{x}` is not a length")))
+            .collect::<Result<_, _>>()?,
+        (None, Some(f)) => std::iter::successors(Some(p), |l| Some(l * 2)).take_while(|l| *l <= f * p).collect(),
+        (None, None) => vec![p, 2 * p, 4 * p],
+    };
+    if lengths.iter().any(|&l| l < 2) {
+        bail!("--lengths: every length must be at least 2");
+    }
+    let tok_path = args.tokenizer.clone().unwrap_or_else(|| args.model.join("tokenizer.json"));
+    let tok = tokenizers::Tokenizer::from_file(&tok_path).map_err(|e| anyhow::anyhow!("{}: {e}", tok_path.display()))?;
+    let mut stream = Vec::new();
+    let mut n_docs = 0;
+    for d in &args.data {
+        for doc in read_documents(d)? {
+            n_docs += 1;
+            if args.bos
+                && let Some(b) = model.config().bos_token_id
+            {
+                stream.push(b);
+            }
+            stream.extend(tok.encode(doc.text.as_str(), false).map_err(|e| anyhow::anyhow!("tokenizing {}: {e}", doc.id))?.get_ids());
+        }
+    }
+    println!(
+        "model {} | protocol {} | data {} ({n_docs} documents, {} tokens) | tokenizer {}",
+        args.model.display(),
+        args.protocol,
+        args.data.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", "),
+        stream.len(),
+        tok_path.display()
+    );
+    println!("{:>8} {:>8} {:>9} {:>10} {:>10} {:>9}", "length", "windows", "tokens", "mean NLL", "PPL", "accuracy");
+    let mut results = Vec::new();
+    for &len in &lengths {
+        if stream.len() < len {
+            eprintln!("{len}: not enough tokens ({} available); skipped", stream.len());
+            continue;
+        }
+        let chunk = args.chunk.unwrap_or(p).max(2);
+        let stride = args.stride.unwrap_or(len / 2).max(1);
+        let (t, windows) = evaluate(&model, &stream, len, &args.protocol, chunk, stride, args.max_tokens)?;
+        let mean = t.nll / t.count.max(1) as f64;
+        let acc = t.correct as f64 / t.count.max(1) as f64;
+        println!("{len:>8} {windows:>8} {:>9} {mean:>10.4} {:>10.3} {acc:>9.4}", t.count, mean.exp());
+        results.push(serde_json::json!({"length": len, "windows": windows, "tokens": t.count, "mean_nll": mean, "perplexity": mean.exp(), "accuracy": acc}));
+    }
+    if let Some(j) = &args.json {
+        let v = serde_json::json!({"model": args.model, "protocol": args.protocol, "tokens": stream.len(), "results": results});
+        clex_models::write_atomic(j, serde_json::to_string_pretty(&v)?.as_bytes())?;
+    }
+    Ok(())
+}
