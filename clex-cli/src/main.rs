@@ -2,6 +2,7 @@
 
 mod generate;
 mod inspect;
+mod passkey;
 mod perplexity;
 mod rope;
 mod score;
@@ -24,6 +25,8 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// Logits and per-token NLL of a token sequence (optionally through the KV cache).
     Score(Box<score::ScoreArgs>),
+    /// Passkey retrieval accuracy at several lengths and depths.
+    Passkey(Box<passkey::PasskeyArgs>),
     /// Perplexity and accuracy across evaluation lengths.
     Perplexity(Box<perplexity::PerplexityArgs>),
     /// Show the RoPE / CLEX frequencies a config.json implies at a given length.
@@ -35,6 +38,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Generate(args) => generate::run(*args),
         Command::Inspect(args) => inspect::run(args),
+        Command::Passkey(args) => passkey::run(*args),
         Command::Perplexity(args) => perplexity::run(*args),
         Command::Rope(args) => rope::run(args),
         Command::Score(args) => score::run(*args),

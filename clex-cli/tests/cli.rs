@@ -1,4 +1,4 @@
-//! The `clex` binary end to end (generate, inspect, score, perplexity) on the tiny CLEX-LLaMA fixture (byte-level vocabulary of 256)
+//! The `clex` binary end to end (generate, inspect, score, perplexity, passkey) on the tiny CLEX-LLaMA fixture (byte-level vocabulary of 256)
 //! with a byte-level tokenizer made for it: deterministic greedy output, streaming of the
 //! prompt, and one-line errors with exit code 2.
 
@@ -196,4 +196,25 @@ fn perplexity_agrees_with_score_on_the_same_windows() {
     let (code, _, err) = clex(&["perplexity", "-m", p(dir.path()), "--data", p(&data), "--protocol", "nope"]);
     assert_eq!(code, 2);
     assert!(err.contains("--protocol nope"), "{err}");
+}
+
+/// `clex passkey` runs its grid, reports every cell, is reproducible from the seed, and
+/// refuses lengths too short for the key and question.
+#[test]
+fn passkey_grid_is_reported_and_reproducible() {
+    let dir = model_dir(256);
+    let out = dir.path().join("pk.json");
+    let args = ["passkey", "-m", p(dir.path()), "--lengths", "160,256", "--depths", "0,1", "--trials", "2", "--json", p(&out)];
+    let (code, stdout, err) = clex(&args);
+    assert_eq!(code, 0, "{err}");
+    assert!(stdout.contains("accuracy"), "{stdout}");
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let cells = v["results"].as_array().unwrap();
+    assert_eq!(cells.len(), 4);
+    assert!(cells.iter().all(|c| c["trials"] == 2 && (0.0..=1.0).contains(&c["accuracy"].as_f64().unwrap())));
+    let (_, again, _) = clex(&args);
+    assert_eq!(stdout, again);
+    let (code, _, err) = clex(&["passkey", "-m", p(dir.path()), "--lengths", "20"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--lengths 20") && err.contains("too short"), "{err}");
 }
