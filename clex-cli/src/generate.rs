@@ -140,6 +140,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     {
         bail!("the prompt has {} tokens; --max-seq-len allows {m}", ids.len());
     }
+    crate::memory::check(&model, "the prompt", ids.len(), ids.len() + args.sample_len)?;
     let to_tensor = |v: &[u32]| {
         Tensor::<Inference, 2, Int>::from_data(TensorData::new(v.iter().map(|&t| t as i64).collect::<Vec<_>>(), [1, v.len()]), &device)
     };

@@ -2,6 +2,7 @@
 
 mod generate;
 mod inspect;
+mod memory;
 mod passkey;
 mod perplexity;
 mod rope;

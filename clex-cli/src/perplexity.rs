@@ -15,9 +15,10 @@ use crate::generate::parse_dtype;
 /// Arguments of `clex perplexity`.
 #[derive(clap::Args, Debug)]
 pub struct PerplexityArgs {
-    /// HF model directory.
-    #[arg(short = 'm', long)]
-    model: PathBuf,
+    /// HF model directory (repeatable: several models are evaluated on the same tokens and
+    /// drawn in one plot; they must share the tokenizer).
+    #[arg(short = 'm', long, required = true)]
+    model: Vec<PathBuf>,
     /// tokenizer.json (default MODEL/tokenizer.json).
     #[arg(long)]
     tokenizer: Option<PathBuf>,
@@ -51,6 +52,9 @@ pub struct PerplexityArgs {
     /// Write the results as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Draw perplexity against length (SVG) here.
+    #[arg(long)]
+    plot: Option<PathBuf>,
 }
 
 /// Sum of NLL, number of scored tokens, number correct.
@@ -139,33 +143,52 @@ pub fn evaluate(
     Ok((tally, windows))
 }
 
+fn progress(msg: &str) {
+    if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        eprint!("\r\x1b[2K{msg}");
+    }
+}
+
 pub fn run(args: PerplexityArgs) -> anyhow::Result<()> {
-    if !args.model.is_dir() {
-        bail!("{}: model directory not found", args.model.display());
+    for m in &args.model {
+        if !m.is_dir() {
+            bail!("{}: model directory not found", m.display());
+        }
     }
     if !["chunks", "kv-chunks", "sliding"].contains(&args.protocol.as_str()) {
         bail!("--protocol {}: accepted values: chunks, kv-chunks, sliding", args.protocol);
     }
-    let model = load_model::<Inference>(&args.model, &backend::device(None), parse_dtype(&args.dtype)?)?;
-    let p = model.rope().max_position_embeddings;
-    let lengths: Vec<usize> = match (&args.lengths, args.up_to_factor) {
-        (Some(s), _) => s
-            .split(',')
-            .map(|x| x.trim().parse::<usize>().with_context(|| format!("--lengths: `{x}` is not a length")))
-            .collect::<Result<_, _>>()?,
-        (None, Some(f)) => std::iter::successors(Some(p), |l| Some(l * 2)).take_while(|l| *l <= f * p).collect(),
-        (None, None) => vec![p, 2 * p, 4 * p],
-    };
-    if lengths.iter().any(|&l| l < 2) {
-        bail!("--lengths: every length must be at least 2");
-    }
-    let tok_path = args.tokenizer.clone().unwrap_or_else(|| args.model.join("tokenizer.json"));
+    let dtype = parse_dtype(&args.dtype)?;
+    let tok_path = args.tokenizer.clone().unwrap_or_else(|| args.model[0].join("tokenizer.json"));
     let tok = tokenizers::Tokenizer::from_file(&tok_path).map_err(|e| anyhow::anyhow!("{}: {e}", tok_path.display()))?;
-    let mut stream = Vec::new();
-    let mut n_docs = 0;
-    for d in &args.data {
-        for doc in read_documents(d)? {
-            n_docs += 1;
+    let docs: Vec<_> = args.data.iter().map(|d| read_documents(d)).collect::<Result<Vec<_>, _>>()?.into_iter().flatten().collect();
+    let mut all = Vec::new();
+    let mut curves = Vec::new();
+    for model_dir in &args.model {
+        let model = load_model::<Inference>(model_dir, &backend::device(None), dtype)?;
+        if tok.get_vocab_size(true) > model.config().vocab_size {
+            bail!(
+                "{}: tokenizer has {} entries but {} has vocab_size {}",
+                tok_path.display(),
+                tok.get_vocab_size(true),
+                model_dir.display(),
+                model.config().vocab_size
+            );
+        }
+        let p = model.rope().max_position_embeddings;
+        let lengths: Vec<usize> = match (&args.lengths, args.up_to_factor) {
+            (Some(s), _) => s
+                .split(',')
+                .map(|x| x.trim().parse::<usize>().with_context(|| format!("--lengths: `{x}` is not a length")))
+                .collect::<Result<_, _>>()?,
+            (None, Some(f)) => std::iter::successors(Some(p), |l| Some(l * 2)).take_while(|l| *l <= f * p).collect(),
+            (None, None) => vec![p, 2 * p, 4 * p],
+        };
+        if lengths.iter().any(|&l| l < 2) {
+            bail!("--lengths: every length must be at least 2");
+        }
+        let mut stream = Vec::new();
+        for doc in &docs {
             if args.bos
                 && let Some(b) = model.config().bos_token_id
             {
@@ -173,33 +196,54 @@ pub fn run(args: PerplexityArgs) -> anyhow::Result<()> {
             }
             stream.extend(tok.encode(doc.text.as_str(), false).map_err(|e| anyhow::anyhow!("tokenizing {}: {e}", doc.id))?.get_ids());
         }
-    }
-    println!(
-        "model {} | protocol {} | data {} ({n_docs} documents, {} tokens) | tokenizer {}",
-        args.model.display(),
-        args.protocol,
-        args.data.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", "),
-        stream.len(),
-        tok_path.display()
-    );
-    println!("{:>8} {:>8} {:>9} {:>10} {:>10} {:>9}", "length", "windows", "tokens", "mean NLL", "PPL", "accuracy");
-    let mut results = Vec::new();
-    for &len in &lengths {
-        if stream.len() < len {
-            eprintln!("{len}: not enough tokens ({} available); skipped", stream.len());
-            continue;
+        println!(
+            "model {} | protocol {} | data {} ({} documents, {} tokens) | tokenizer {}",
+            model_dir.display(),
+            args.protocol,
+            args.data.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", "),
+            docs.len(),
+            stream.len(),
+            tok_path.display()
+        );
+        println!("{:>8} {:>8} {:>9} {:>10} {:>10} {:>9}", "length", "windows", "tokens", "mean NLL", "PPL", "accuracy");
+        let mut results = Vec::new();
+        let mut curve = Vec::new();
+        for &len in &lengths {
+            if stream.len() < len {
+                eprintln!("{len}: not enough tokens ({} available); skipped", stream.len());
+                continue;
+            }
+            let chunk = args.chunk.unwrap_or(p).max(2);
+            let stride = args.stride.unwrap_or(len / 2).max(1);
+            let seq = if args.protocol == "kv-chunks" { chunk.min(len) } else { len };
+            crate::memory::check(&model, &format!("length {len}"), seq, len)?;
+            progress(&format!("length {len}: evaluating ..."));
+            let (t, windows) = evaluate(&model, &stream, len, &args.protocol, chunk, stride, args.max_tokens)?;
+            progress("");
+            let mean = t.nll / t.count.max(1) as f64;
+            let acc = t.correct as f64 / t.count.max(1) as f64;
+            println!("{len:>8} {windows:>8} {:>9} {mean:>10.4} {:>10.3} {acc:>9.4}", t.count, mean.exp());
+            results.push(serde_json::json!({"length": len, "windows": windows, "tokens": t.count, "mean_nll": mean, "perplexity": mean.exp(), "accuracy": acc}));
+            curve.push((len as f64, mean.exp()));
         }
-        let chunk = args.chunk.unwrap_or(p).max(2);
-        let stride = args.stride.unwrap_or(len / 2).max(1);
-        let (t, windows) = evaluate(&model, &stream, len, &args.protocol, chunk, stride, args.max_tokens)?;
-        let mean = t.nll / t.count.max(1) as f64;
-        let acc = t.correct as f64 / t.count.max(1) as f64;
-        println!("{len:>8} {windows:>8} {:>9} {mean:>10.4} {:>10.3} {acc:>9.4}", t.count, mean.exp());
-        results.push(serde_json::json!({"length": len, "windows": windows, "tokens": t.count, "mean_nll": mean, "perplexity": mean.exp(), "accuracy": acc}));
+        all.push(serde_json::json!({"model": model_dir, "tokens": stream.len(), "results": results}));
+        curves.push((model_dir.display().to_string(), curve));
     }
     if let Some(j) = &args.json {
-        let v = serde_json::json!({"model": args.model, "protocol": args.protocol, "tokens": stream.len(), "results": results});
+        let v = serde_json::json!({"protocol": args.protocol, "models": all});
         clex_models::write_atomic(j, serde_json::to_string_pretty(&v)?.as_bytes())?;
+    }
+    if let Some(plot) = &args.plot {
+        let series: Vec<clex_train::plot::Series<'_>> =
+            curves.iter().map(|(n, c)| clex_train::plot::Series { name: n, points: c.clone(), markers: false }).collect();
+        let svg = clex_train::plot::line_chart(
+            &format!("perplexity vs length ({} protocol)", args.protocol),
+            "length (tokens, log scale)",
+            "perplexity",
+            &series,
+            true,
+        );
+        clex_models::write_atomic(plot, svg.as_bytes())?;
     }
     Ok(())
 }

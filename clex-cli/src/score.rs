@@ -84,6 +84,7 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
     if let Some(bad) = ids.iter().find(|&&t| t as usize >= vocab) {
         bail!("token id {bad} is outside the model's vocabulary of {vocab}");
     }
+    crate::memory::check(&model, "scoring", args.prefill.unwrap_or(ids.len()), ids.len())?;
     let tensor = |v: &[u32]| {
         Tensor::<Inference, 2, Int>::from_data(TensorData::new(v.iter().map(|&t| t as i64).collect::<Vec<_>>(), [1, v.len()]), &device)
     };

@@ -85,6 +85,29 @@ fn user_errors_are_one_line_with_exit_code_two() {
     let (code, _, err) = clex(&["generate", "-m", p(dir.path()), "-p", &"a".repeat(300), "--max-seq-len", "100"]);
     assert_eq!(code, 2);
     assert!(err.contains("prompt has") && err.contains("100"), "{err}");
+    // Malformed config and unknown rope kind, through every loading subcommand.
+    let bad = model_dir(256);
+    std::fs::write(bad.path().join("config.json"), "{\"model_type\": \"llama\",").unwrap();
+    for cmd in [
+        &["generate", "-m", p(bad.path()), "-p", "x"][..],
+        &["inspect", "-m", p(bad.path())],
+        &["score", "-m", p(bad.path()), "--ids", "1,2"],
+    ] {
+        let (code, _, err) = clex(cmd);
+        assert_eq!(code, 2, "{cmd:?}");
+        assert!(err.contains("config.json") && err.contains("invalid JSON") && err.lines().count() == 1, "{err}");
+    }
+    let cfg = std::fs::read_to_string(fixture("llama_clex.json")).unwrap().replace("\"clex\"", "\"ntk-by-parts\"");
+    std::fs::write(bad.path().join("config.json"), cfg).unwrap();
+    let (code, _, err) = clex(&["inspect", "-m", p(bad.path())]);
+    assert_eq!(code, 2);
+    assert!(err.contains("unknown RoPE kind `ntk-by-parts`") && err.contains("clex"), "{err}");
+    // A prompt whose attention would not fit in memory is refused before allocating.
+    let long = dir.path().join("long.txt");
+    std::fs::write(&long, "a".repeat(2_000_000)).unwrap();
+    let (code, _, err) = clex(&["generate", "-m", p(dir.path()), "--prompt-file", p(&long), "--max-seq-len", "100000000", "-n", "1"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("needs about") && err.contains("GiB") && err.contains("available"), "{err}");
 }
 
 #[test]
@@ -156,7 +179,7 @@ fn perplexity_agrees_with_score_on_the_same_windows() {
     assert_eq!(code, 0, "{err}");
     assert!(stdout.contains("protocol chunks"), "{stdout}");
     let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
-    let r = &v["results"][0];
+    let r = &v["models"][0]["results"][0];
     assert_eq!((r["length"].as_u64(), r["windows"].as_u64(), r["tokens"].as_u64()), (Some(64), Some(2), Some(126)));
 
     let tok = tokenizers::Tokenizer::from_file(dir.path().join("tokenizer.json")).unwrap();
@@ -192,7 +215,30 @@ fn perplexity_agrees_with_score_on_the_same_windows() {
     ]);
     assert_eq!(code, 0, "{err}");
     let kv: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
-    assert!((kv["results"][0]["mean_nll"].as_f64().unwrap() - mean).abs() < 1e-6);
+    assert!((kv["models"][0]["results"][0]["mean_nll"].as_f64().unwrap() - mean).abs() < 1e-6);
+    // Two models in one run and one plot.
+    let plot = dir.path().join("ppl.svg");
+    let (code, stdout, err) = clex(&[
+        "perplexity",
+        "-m",
+        p(dir.path()),
+        "-m",
+        p(dir.path()),
+        "--data",
+        p(&data),
+        "--lengths",
+        "32,64",
+        "--bos",
+        "false",
+        "--plot",
+        p(&plot),
+        "--json",
+        p(&out),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(stdout.matches("protocol chunks").count(), 2);
+    let svg = std::fs::read_to_string(&plot).unwrap();
+    assert_eq!(svg.matches("<polyline").count(), 2, "one line per model");
     let (code, _, err) = clex(&["perplexity", "-m", p(dir.path()), "--data", p(&data), "--protocol", "nope"]);
     assert_eq!(code, 2);
     assert!(err.contains("--protocol nope"), "{err}");

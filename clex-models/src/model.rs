@@ -85,6 +85,20 @@ impl<B: Backend> CausalLm<B> {
         &self.config.rope
     }
 
+    /// Bytes a forward of `seq` new tokens over `total` positions needs beyond the weights,
+    /// at its peak: the KV cache of every layer (raw and rotated keys, values), one layer's
+    /// attention scores and probabilities (`[heads, seq, total]`, f32), a few hidden-size
+    /// activations per token, and the logits.
+    pub fn memory_estimate(&self, batch: usize, seq: usize, total: usize) -> usize {
+        let c = &self.config;
+        let f = 4; // bytes per f32 element (an upper bound for f16/bf16 models too)
+        let kv = 3 * c.num_layers * c.num_kv_heads * c.head_dim * total * batch * f;
+        let scores = 2 * c.num_heads * seq * total * batch * f;
+        let activations = 8 * seq * batch * c.hidden_size.max(c.intermediate_size) * f;
+        let logits = seq * batch * c.vocab_size * f;
+        kv + scores + activations + logits
+    }
+
     /// An empty KV cache for this model.
     pub fn new_cache(&self, policy: CachePolicy) -> KvCache<B> {
         KvCache::new(policy, self.layers.len())
