@@ -13,6 +13,9 @@ use serde_json::json;
 /// Arguments of `clex inspect`.
 #[derive(clap::Args, Debug)]
 pub struct InspectArgs {
+    /// GPU index for GPU backends.
+    #[arg(long)]
+    device: Option<usize>,
     /// HF model directory.
     #[arg(short = 'm', long)]
     model: PathBuf,
@@ -25,7 +28,7 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
     if !args.model.is_dir() {
         bail!("{}: model directory not found", args.model.display());
     }
-    let model = load_model::<Inference>(&args.model, &backend::device(None), DType::F32)?;
+    let model = load_model::<Inference>(&args.model, &backend::device(args.device), DType::F32)?;
     let cfg = model.config();
     let rope = model.rope();
     // num_params also counts CLEX's frozen inv_freq buffer, which HF does not call a parameter.

@@ -19,6 +19,9 @@ const QUESTION: &str = "What is the pass key? The pass key is";
 /// Arguments of `clex passkey`.
 #[derive(clap::Args, Debug)]
 pub struct PasskeyArgs {
+    /// GPU index for GPU backends.
+    #[arg(long)]
+    device: Option<usize>,
     /// HF model directory.
     #[arg(short = 'm', long)]
     model: PathBuf,
@@ -53,7 +56,7 @@ pub fn run(args: PasskeyArgs) -> anyhow::Result<()> {
     if !args.model.is_dir() {
         bail!("{}: model directory not found", args.model.display());
     }
-    let device = backend::device(None);
+    let device = backend::device(args.device);
     let model = load_model::<Inference>(&args.model, &device, parse_dtype(&args.dtype)?)?;
     let p = model.rope().max_position_embeddings;
     let lengths: Vec<usize> = match &args.lengths {

@@ -15,6 +15,9 @@ use crate::generate::parse_dtype;
 /// Arguments of `clex perplexity`.
 #[derive(clap::Args, Debug)]
 pub struct PerplexityArgs {
+    /// GPU index for GPU backends.
+    #[arg(long)]
+    device: Option<usize>,
     /// HF model directory (repeatable: several models are evaluated on the same tokens and
     /// drawn in one plot; they must share the tokenizer).
     #[arg(short = 'm', long, required = true)]
@@ -91,24 +94,37 @@ fn logits_of(model: &CausalLm<Inference>, ids: &[u32], cache: Option<&mut clex_m
     out.logits.into_data().convert::<f32>().to_vec::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"))
 }
 
+/// How windows are fed and scored.
+pub struct Protocol<'a> {
+    /// chunks | kv-chunks | sliding.
+    pub kind: &'a str,
+    /// kv-chunks: tokens per cached chunk.
+    pub chunk: usize,
+    /// sliding: window step.
+    pub stride: usize,
+    /// Tokens evaluated at most.
+    pub max_tokens: usize,
+}
+
 /// Evaluates one length under a protocol; returns the tally and the number of windows.
 pub fn evaluate(
     model: &CausalLm<Inference>,
     stream: &[u32],
     len: usize,
-    protocol: &str,
-    chunk: usize,
-    stride: usize,
-    max_tokens: usize,
+    proto: &Protocol<'_>,
+    on_window: &mut dyn FnMut(usize, usize),
 ) -> anyhow::Result<(Tally, usize)> {
+    let Protocol { kind: protocol, chunk, stride, max_tokens } = *proto;
     let vocab = model.config().vocab_size;
     let mut tally = Tally::default();
     let mut windows = 0;
     let limit = stream.len().min(max_tokens.max(len));
     match protocol {
         "chunks" | "kv-chunks" => {
+            let total = limit / len;
             for w in stream[..limit].chunks_exact(len) {
                 windows += 1;
+                on_window(windows, total);
                 if protocol == "chunks" {
                     tally.add(&logits_of(model, w, None)?, vocab, w, 0);
                 } else {
@@ -131,6 +147,7 @@ pub fn evaluate(
                 let first_new = (prev_end.max(begin + 1) - begin).saturating_sub(1);
                 tally.add(&logits_of(model, w, None)?, vocab, w, first_new);
                 windows += 1;
+                on_window(windows, limit.saturating_sub(len) / stride + 1);
                 prev_end = end;
                 if end == limit {
                     break;
@@ -165,7 +182,7 @@ pub fn run(args: PerplexityArgs) -> anyhow::Result<()> {
     let mut all = Vec::new();
     let mut curves = Vec::new();
     for model_dir in &args.model {
-        let model = load_model::<Inference>(model_dir, &backend::device(None), dtype)?;
+        let model = load_model::<Inference>(model_dir, &backend::device(args.device), dtype)?;
         if tok.get_vocab_size(true) > model.config().vocab_size {
             bail!(
                 "{}: tokenizer has {} entries but {} has vocab_size {}",
@@ -217,8 +234,9 @@ pub fn run(args: PerplexityArgs) -> anyhow::Result<()> {
             let stride = args.stride.unwrap_or(len / 2).max(1);
             let seq = if args.protocol == "kv-chunks" { chunk.min(len) } else { len };
             crate::memory::check(&model, &format!("length {len}"), seq, len)?;
-            progress(&format!("length {len}: evaluating ..."));
-            let (t, windows) = evaluate(&model, &stream, len, &args.protocol, chunk, stride, args.max_tokens)?;
+            let mut report = |i: usize, n: usize| progress(&format!("length {len}: window {i}/{n}"));
+            let proto = Protocol { kind: &args.protocol, chunk, stride, max_tokens: args.max_tokens };
+            let (t, windows) = evaluate(&model, &stream, len, &proto, &mut report)?;
             progress("");
             let mean = t.nll / t.count.max(1) as f64;
             let acc = t.correct as f64 / t.count.max(1) as f64;

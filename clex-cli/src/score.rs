@@ -16,6 +16,9 @@ use crate::generate::parse_dtype;
 /// Arguments of `clex score`.
 #[derive(clap::Args, Debug)]
 pub struct ScoreArgs {
+    /// GPU index for GPU backends.
+    #[arg(long)]
+    device: Option<usize>,
     /// HF model directory.
     #[arg(short = 'm', long)]
     model: PathBuf,
@@ -78,7 +81,7 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
     if ids.is_empty() {
         bail!("no tokens to score");
     }
-    let device = backend::device(None);
+    let device = backend::device(args.device);
     let model = load_model::<Inference>(&args.model, &device, dtype)?;
     let vocab = model.config().vocab_size;
     if let Some(bad) = ids.iter().find(|&&t| t as usize >= vocab) {
