@@ -5,11 +5,11 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use burn::tensor::{DType, Int, Tensor, TensorData};
 use clex_models::generate::{Sampler, SamplingParams};
-use clex_models::{CachePolicy, ForwardOptions, ModelConfig, load_with_config};
+use clex_models::{ForwardOptions, ModelConfig, load_with_config};
 use clex_train::backend::{self, Inference};
-use tokenizers::Tokenizer;
+
+use crate::common::{ids_tensor, last_row, load_tokenizer, parse_cache_policy, parse_dtype, require_dir};
 
 /// Arguments of `clex generate`.
 #[derive(clap::Args, Debug)]
@@ -67,25 +67,10 @@ pub struct GenerateArgs {
     rope_factor: f64,
 }
 
-pub fn parse_dtype(s: &str) -> anyhow::Result<DType> {
-    Ok(match s {
-        "f32" => DType::F32,
-        "f16" => DType::F16,
-        "bf16" => DType::BF16,
-        other => bail!("--dtype {other}: accepted values: f32, f16, bf16"),
-    })
-}
-
 pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     let dtype = parse_dtype(&args.dtype)?;
-    let policy = match args.cache_policy.as_str() {
-        "reference" => CachePolicy::Reference,
-        "recompute" => CachePolicy::Recompute,
-        other => bail!("--cache-policy {other}: accepted values: reference, recompute"),
-    };
-    if !args.model.is_dir() {
-        bail!("{}: model directory not found", args.model.display());
-    }
+    let policy = parse_cache_policy(&args.cache_policy)?;
+    require_dir(&args.model)?;
     let mut config = ModelConfig::from_file(&args.model.join("config.json"))?;
     if let Some(kind) = &args.rope_scaling {
         if config.is_clex() {
@@ -106,7 +91,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         config = ModelConfig::from_json(raw, &args.model.join("config.json"))?;
     }
     let tok_path = args.tokenizer.clone().unwrap_or_else(|| args.model.join("tokenizer.json"));
-    let tokenizer = Tokenizer::from_file(&tok_path).map_err(|e| anyhow::anyhow!("{}: {e}", tok_path.display()))?;
+    let tokenizer = load_tokenizer(&tok_path)?;
     if tokenizer.get_vocab_size(true) > config.vocab_size {
         bail!(
             "{}: tokenizer has {} entries but the model's vocab_size is {}",
@@ -141,9 +126,6 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         bail!("the prompt has {} tokens; --max-seq-len allows {m}", ids.len());
     }
     crate::memory::check(&model, "the prompt", ids.len(), ids.len() + args.sample_len)?;
-    let to_tensor = |v: &[u32]| {
-        Tensor::<Inference, 2, Int>::from_data(TensorData::new(v.iter().map(|&t| t as i64).collect::<Vec<_>>(), [1, v.len()]), &device)
-    };
     let mut sampler = Sampler::new(SamplingParams {
         temperature: args.temperature,
         top_k: args.top_k,
@@ -156,13 +138,8 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     print!("{prompt}");
     std::io::stdout().flush().ok();
     let t_prompt = Instant::now();
-    let out = model.forward_with(to_tensor(&ids), Some(&mut cache), &ForwardOptions::default())?;
-    let vocab = out.logits.dims()[2];
-    let last = |logits: Tensor<Inference, 3>| -> Vec<f32> {
-        let s = logits.dims()[1];
-        logits.narrow(1, s - 1, 1).reshape([vocab]).into_data().convert::<f32>().to_vec::<f32>().expect("f32")
-    };
-    let mut next_logits = last(out.logits);
+    let out = model.forward_with(ids_tensor(&ids, &device), Some(&mut cache), &ForwardOptions::default())?;
+    let mut next_logits = last_row(out.logits)?;
     let prompt_s = t_prompt.elapsed().as_secs_f64();
     let (mut generated, mut printed) = (Vec::new(), 0usize);
     let t_gen = Instant::now();
@@ -185,7 +162,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
             std::io::stdout().flush().ok();
             printed = text.len();
         }
-        let out = model.forward_with(to_tensor(&[next]), Some(&mut cache), &ForwardOptions::default())?;
+        let out = model.forward_with(ids_tensor(&[next], &device), Some(&mut cache), &ForwardOptions::default())?;
         if let Some(sf) = out.scaling_factor
             && sf.beyond_max
             && !beyond_warned
@@ -193,7 +170,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
             eprintln!("\n[warning: {} tokens is beyond P·T_max; θ(T_max) is extrapolated]", ids.len());
             beyond_warned = true;
         }
-        next_logits = last(out.logits);
+        next_logits = last_row(out.logits)?;
     }
     println!();
     let gen_s = t_gen.elapsed().as_secs_f64();

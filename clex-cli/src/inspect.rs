@@ -3,7 +3,6 @@
 
 use std::path::PathBuf;
 
-use anyhow::bail;
 use burn::module::Module;
 use burn::tensor::DType;
 use clex_models::load_model;
@@ -25,9 +24,7 @@ pub struct InspectArgs {
 }
 
 pub fn run(args: InspectArgs) -> anyhow::Result<()> {
-    if !args.model.is_dir() {
-        bail!("{}: model directory not found", args.model.display());
-    }
+    crate::common::require_dir(&args.model)?;
     let model = load_model::<Inference>(&args.model, &backend::device(args.device), DType::F32)?;
     let cfg = model.config();
     let rope = model.rope();

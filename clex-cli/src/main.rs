@@ -1,5 +1,6 @@
 //! `clex`: the command line of clex-rs. Subcommands live one per file.
 
+mod common;
 mod generate;
 mod inspect;
 mod memory;

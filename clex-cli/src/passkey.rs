@@ -5,13 +5,12 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
-use burn::tensor::{Int, Tensor, TensorData};
 use clex_models::{CachePolicy, ForwardOptions, load_model};
 use clex_train::backend::{self, Inference};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::generate::parse_dtype;
+use crate::common::{ids_tensor, last_row, load_tokenizer, parse_dtype, require_dir};
 
 const FILLER: &str = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. ";
 const QUESTION: &str = "What is the pass key? The pass key is";
@@ -53,9 +52,7 @@ fn parse_list<T: std::str::FromStr>(s: &str, flag: &str) -> anyhow::Result<Vec<T
 }
 
 pub fn run(args: PasskeyArgs) -> anyhow::Result<()> {
-    if !args.model.is_dir() {
-        bail!("{}: model directory not found", args.model.display());
-    }
+    require_dir(&args.model)?;
     let device = backend::device(args.device);
     let model = load_model::<Inference>(&args.model, &device, parse_dtype(&args.dtype)?)?;
     let p = model.rope().max_position_embeddings;
@@ -68,7 +65,7 @@ pub fn run(args: PasskeyArgs) -> anyhow::Result<()> {
         bail!("--depths: every depth must be in [0, 1]");
     }
     let tok_path = args.tokenizer.clone().unwrap_or_else(|| args.model.join("tokenizer.json"));
-    let tok = tokenizers::Tokenizer::from_file(&tok_path).map_err(|e| anyhow::anyhow!("{}: {e}", tok_path.display()))?;
+    let tok = load_tokenizer(&tok_path)?;
     let enc = |s: &str| -> anyhow::Result<Vec<u32>> {
         Ok(tok.encode(s, false).map_err(|e| anyhow::anyhow!("tokenizing: {e}"))?.get_ids().to_vec())
     };
@@ -114,25 +111,13 @@ fn greedy(
     n: usize,
     device: &burn::tensor::Device<Inference>,
 ) -> anyhow::Result<Vec<u32>> {
-    let vocab = model.config().vocab_size;
-    let tensor = |v: &[u32]| {
-        Tensor::<Inference, 2, Int>::from_data(TensorData::new(v.iter().map(|&t| t as i64).collect::<Vec<_>>(), [1, v.len()]), device)
-    };
     let mut cache = model.new_cache(CachePolicy::Reference);
-    let mut logits = model.forward_with(tensor(prompt), Some(&mut cache), &ForwardOptions::default())?.logits;
+    let mut logits = model.forward_with(ids_tensor(prompt, device), Some(&mut cache), &ForwardOptions::default())?.logits;
     let mut out = Vec::new();
     for _ in 0..n {
-        let s = logits.dims()[1];
-        let last = logits
-            .narrow(1, s - 1, 1)
-            .reshape([vocab])
-            .into_data()
-            .convert::<f32>()
-            .to_vec::<f32>()
-            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-        let next = clex_models::generate::argmax(&last);
+        let next = clex_models::generate::argmax(&last_row(logits)?);
         out.push(next);
-        logits = model.forward_with(tensor(&[next]), Some(&mut cache), &ForwardOptions::default())?.logits;
+        logits = model.forward_with(ids_tensor(&[next], device), Some(&mut cache), &ForwardOptions::default())?.logits;
     }
     Ok(out)
 }

@@ -5,12 +5,11 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
-use burn::tensor::{Int, Tensor, TensorData};
 use clex_models::{CachePolicy, CausalLm, ForwardOptions, load_model};
 use clex_train::backend::{self, Inference};
 use clex_train::corpus::read_documents;
 
-use crate::generate::parse_dtype;
+use crate::common::{ids_tensor, load_tokenizer, nll, parse_dtype, require_dir};
 
 /// Arguments of `clex perplexity`.
 #[derive(clap::Args, Debug)]
@@ -76,10 +75,8 @@ impl Tally {
     fn add(&mut self, logits: &[f32], vocab: usize, ids: &[u32], from: usize) {
         for i in from..ids.len() - 1 {
             let row = &logits[i * vocab..(i + 1) * vocab];
-            let max = row.iter().fold(f32::NEG_INFINITY, |m, x| m.max(*x)) as f64;
-            let lse = max + row.iter().map(|x| (*x as f64 - max).exp()).sum::<f64>().ln();
             let target = ids[i + 1] as usize;
-            self.nll += lse - row[target] as f64;
+            self.nll += nll(row, target);
             self.count += 1;
             self.correct += (clex_models::generate::argmax(row) as usize == target) as usize;
         }
@@ -88,9 +85,7 @@ impl Tally {
 
 fn logits_of(model: &CausalLm<Inference>, ids: &[u32], cache: Option<&mut clex_models::KvCache<Inference>>) -> anyhow::Result<Vec<f32>> {
     let device = model.embed.weight.val().device();
-    let t =
-        Tensor::<Inference, 2, Int>::from_data(TensorData::new(ids.iter().map(|&x| x as i64).collect::<Vec<_>>(), [1, ids.len()]), &device);
-    let out = model.forward_with(t, cache, &ForwardOptions::default())?;
+    let out = model.forward_with(ids_tensor(ids, &device), cache, &ForwardOptions::default())?;
     out.logits.into_data().convert::<f32>().to_vec::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"))
 }
 
@@ -168,16 +163,14 @@ fn progress(msg: &str) {
 
 pub fn run(args: PerplexityArgs) -> anyhow::Result<()> {
     for m in &args.model {
-        if !m.is_dir() {
-            bail!("{}: model directory not found", m.display());
-        }
+        require_dir(m)?;
     }
     if !["chunks", "kv-chunks", "sliding"].contains(&args.protocol.as_str()) {
         bail!("--protocol {}: accepted values: chunks, kv-chunks, sliding", args.protocol);
     }
     let dtype = parse_dtype(&args.dtype)?;
     let tok_path = args.tokenizer.clone().unwrap_or_else(|| args.model[0].join("tokenizer.json"));
-    let tok = tokenizers::Tokenizer::from_file(&tok_path).map_err(|e| anyhow::anyhow!("{}: {e}", tok_path.display()))?;
+    let tok = load_tokenizer(&tok_path)?;
     let docs: Vec<_> = args.data.iter().map(|d| read_documents(d)).collect::<Result<Vec<_>, _>>()?.into_iter().flatten().collect();
     let mut all = Vec::new();
     let mut curves = Vec::new();

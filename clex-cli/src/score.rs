@@ -6,12 +6,11 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
-use burn::tensor::{Int, Tensor, TensorData};
-use clex_models::{CachePolicy, ForwardOptions, load_model};
+use clex_models::{ForwardOptions, load_model};
 use clex_train::backend::{self, Inference};
 use safetensors::{Dtype, tensor::TensorView};
 
-use crate::generate::parse_dtype;
+use crate::common::{ids_tensor, load_tokenizer, nll, parse_cache_policy, parse_dtype, require_dir};
 
 /// Arguments of `clex score`.
 #[derive(clap::Args, Debug)]
@@ -61,22 +60,16 @@ fn token_ids(args: &ScoreArgs, model_dir: &std::path::Path) -> anyhow::Result<Ve
     }
     if let Some(t) = &args.text {
         let path = args.tokenizer.clone().unwrap_or_else(|| model_dir.join("tokenizer.json"));
-        let tok = tokenizers::Tokenizer::from_file(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let tok = load_tokenizer(&path)?;
         return Ok(tok.encode(t.as_str(), true).map_err(|e| anyhow::anyhow!("tokenizing: {e}"))?.get_ids().to_vec());
     }
     bail!("give the tokens with --ids, --ids-file or --text")
 }
 
 pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
-    if !args.model.is_dir() {
-        bail!("{}: model directory not found", args.model.display());
-    }
+    require_dir(&args.model)?;
     let dtype = parse_dtype(&args.dtype)?;
-    let policy = match args.cache_policy.as_str() {
-        "reference" => CachePolicy::Reference,
-        "recompute" => CachePolicy::Recompute,
-        other => bail!("--cache-policy {other}: accepted values: reference, recompute"),
-    };
+    let policy = parse_cache_policy(&args.cache_policy)?;
     let ids = token_ids(&args, &args.model)?;
     if ids.is_empty() {
         bail!("no tokens to score");
@@ -88,10 +81,8 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
         bail!("token id {bad} is outside the model's vocabulary of {vocab}");
     }
     crate::memory::check(&model, "scoring", args.prefill.unwrap_or(ids.len()), ids.len())?;
-    let tensor = |v: &[u32]| {
-        Tensor::<Inference, 2, Int>::from_data(TensorData::new(v.iter().map(|&t| t as i64).collect::<Vec<_>>(), [1, v.len()]), &device)
-    };
-    let host = |t: Tensor<Inference, 3>| t.into_data().convert::<f32>().to_vec::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"));
+    let tensor = |v: &[u32]| ids_tensor(v, &device);
+    let host = |t: burn::tensor::Tensor<Inference, 3>| t.into_data().convert::<f32>().to_vec::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"));
     let mut logits: Vec<f32> = Vec::with_capacity(ids.len() * vocab);
     match args.prefill {
         None => logits.extend(host(model.forward(tensor(&ids))?)?),
@@ -107,14 +98,7 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
         }
     }
     // NLL of token i+1 given the prefix up to i.
-    let nll: Vec<f64> = (0..ids.len() - 1)
-        .map(|i| {
-            let row = &logits[i * vocab..(i + 1) * vocab];
-            let max = row.iter().fold(f32::NEG_INFINITY, |m, x| m.max(*x)) as f64;
-            let lse = max + row.iter().map(|x| (*x as f64 - max).exp()).sum::<f64>().ln();
-            lse - row[ids[i + 1] as usize] as f64
-        })
-        .collect();
+    let nll: Vec<f64> = (0..ids.len() - 1).map(|i| nll(&logits[i * vocab..(i + 1) * vocab], ids[i + 1] as usize)).collect();
     let mean = if nll.is_empty() { f64::NAN } else { nll.iter().sum::<f64>() / nll.len() as f64 };
     println!("{} tokens, mean NLL {mean:.6} (perplexity {:.4})", ids.len(), mean.exp());
     if let Some(out) = &args.out {

@@ -20,6 +20,19 @@ fn is_ignorable(name: &str) -> bool {
     name.ends_with("rotary_emb.inv_freq") || name.ends_with("attention.bias") || name.ends_with("attention.masked_bias")
 }
 
+/// Little-endian tensor bytes as f32 values (floats exactly, integers by value); None for
+/// dtypes we do not read.
+fn decode(dtype: Dtype, b: &[u8]) -> Option<Vec<f32>> {
+    Some(match dtype {
+        Dtype::F32 => b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+        Dtype::F16 => b.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+        Dtype::BF16 => b.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+        Dtype::I64 => b.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")) as f32).collect(),
+        Dtype::I32 => b.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().expect("4 bytes")) as f32).collect(),
+        _ => return None,
+    })
+}
+
 /// An opened checkpoint: memory-mapped safetensors files and a name → file index.
 pub struct Checkpoint {
     files: Vec<(PathBuf, Mmap)>,
@@ -113,11 +126,8 @@ impl Checkpoint {
                 expected: expected.to_vec(),
             });
         }
-        let bytes = view.data();
         let values = match view.dtype() {
-            Dtype::F32 => bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
-            Dtype::F16 => bytes.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-            Dtype::BF16 => bytes.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+            Dtype::F32 | Dtype::F16 | Dtype::BF16 => decode(view.dtype(), view.data()).expect("a float dtype"),
             other => {
                 return Err(ModelError::Safetensors {
                     path: path.clone(),
@@ -140,15 +150,10 @@ impl Checkpoint {
         let (path, mmap) = &self.files[i];
         let st = SafeTensors::deserialize(mmap).map_err(|e| ModelError::Safetensors { path: path.clone(), message: e.to_string() })?;
         let view = st.tensor(name).map_err(|e| ModelError::Safetensors { path: path.clone(), message: e.to_string() })?;
-        let b = view.data();
-        let values = match view.dtype() {
-            Dtype::F32 => b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-            Dtype::F16 => b.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-            Dtype::BF16 => b.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-            Dtype::I64 => b.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")) as f32).collect(),
-            Dtype::I32 => b.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().expect("4 bytes")) as f32).collect(),
-            other => return Err(ModelError::Safetensors { path: path.clone(), message: format!("tensor `{name}` has dtype {other:?}") }),
-        };
+        let values = decode(view.dtype(), view.data()).ok_or_else(|| ModelError::Safetensors {
+            path: path.clone(),
+            message: format!("tensor `{name}` has dtype {:?}", view.dtype()),
+        })?;
         Ok((values, view.shape().to_vec()))
     }
 

@@ -8,8 +8,8 @@ use std::time::Instant;
 use burn::data::dataloader::DataLoaderBuilder;
 use burn::grad_clipping::GradientClippingConfig;
 use burn::optim::AdamWConfig;
-use burn::tensor::DType;
 use burn::tensor::backend::Backend;
+use burn::tensor::{DType, ElementConversion};
 use burn::train::metric::{IterationSpeedMetric, LearningRateMetric, LossMetric};
 use burn::train::{Learner, SupervisedTraining};
 use clex_core::{ClexAct, ClexParams};
@@ -135,8 +135,6 @@ pub fn evaluate<B: Backend>(model: &ClexLm<B>, windows: &[Vec<u32>], batch_size:
     }
     Some(total / n as f64)
 }
-
-use burn::tensor::ElementConversion;
 
 /// Runs training as configured.
 #[allow(clippy::clone_on_copy)] // the CPU device is Copy, GPU backends' devices are not
