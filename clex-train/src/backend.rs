@@ -49,6 +49,35 @@ pub fn device(index: Option<usize>) -> Device<Inference> {
     }
 }
 
+/// `n` devices for data-parallel training: GPUs 0..n, or on the CPU `n` handles of the one
+/// CPU device (burn-train then runs `n` workers side by side, which is how multi-device
+/// training is exercised on a machine without GPUs).
+pub fn devices(n: usize) -> Result<Vec<Device<Inference>>, crate::TrainError> {
+    if n <= 1 {
+        return Ok(vec![device(None)]);
+    }
+    #[cfg(feature = "tch")]
+    {
+        let available = if tch::Cuda::is_available() { tch::Cuda::device_count() as usize } else { 0 };
+        if available == 0 {
+            // libtorch's CPU device is one device, like flex's.
+            return Ok(vec![burn_tch::LibTorchDevice::Cpu; n]);
+        }
+        if n > available {
+            return Err(crate::TrainError::Devices(format!("{n} requested, libtorch sees {available} CUDA devices")));
+        }
+        Ok((0..n).map(burn_tch::LibTorchDevice::Cuda).collect())
+    }
+    #[cfg(all(feature = "wgpu", not(feature = "tch")))]
+    {
+        Ok((0..n).map(burn_wgpu::WgpuDevice::DiscreteGpu).collect())
+    }
+    #[cfg(not(any(feature = "tch", feature = "wgpu")))]
+    {
+        Ok(vec![device(None); n])
+    }
+}
+
 /// Human-readable name of the compiled-in backend.
 pub fn name() -> &'static str {
     if cfg!(feature = "tch") {

@@ -47,6 +47,10 @@ pub struct LmBatch<B: Backend> {
     /// Seeds the batch's t and positions: a function of the run seed and the window
     /// indices, so a resumed run draws exactly what the uninterrupted run drew.
     pub key: u64,
+    /// Global micro-batch index (training) or 0 (validation).
+    pub step: usize,
+    /// Fraction of the step's batch these rows are: 1, or 1/devices under data parallelism.
+    pub share: f32,
 }
 
 /// Builds [`LmBatch`]es.
@@ -64,22 +68,75 @@ pub fn mix(x: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// The draw key of a batch: a function of the run seed and the window indices.
+pub fn batch_key(seed: u64, items: &[LmItem]) -> u64 {
+    items.iter().fold(mix(seed), |key, it| mix(key ^ it.index as u64))
+}
+
 impl<B: Backend> Batcher<B, LmItem, LmBatch<B>> for LmBatcher {
     fn batch(&self, items: Vec<LmItem>, device: &B::Device) -> LmBatch<B> {
         let b = items.len();
         let l = items.first().map(|i| i.tokens.len() - 1).unwrap_or(0);
         let mut inputs = Vec::with_capacity(b * l);
         let mut targets = Vec::with_capacity(b * l);
-        let mut key = mix(self.seed);
         for it in &items {
             inputs.extend(it.tokens[..l].iter().map(|&t| t as i64));
             targets.extend(it.tokens[1..].iter().map(|&t| t as i64));
-            key = mix(key ^ it.index as u64);
         }
+        let key = batch_key(self.seed, &items);
         LmBatch {
             inputs: Tensor::from_data(TensorData::new(inputs, [b, l]), device),
             targets: Tensor::from_data(TensorData::new(targets, [b, l]), device),
             key,
+            step: 0,
+            share: 1.0,
         }
+    }
+}
+
+/// Ready-made batches (each of one sequence length), for validation at several lengths in
+/// one pass: burn's loader takes them one at a time (`batch_size(1)`).
+#[derive(Debug, Clone)]
+pub struct BatchGroups {
+    groups: Vec<Vec<LmItem>>,
+}
+
+impl BatchGroups {
+    /// Cuts each length's windows into batches of at most `batch_size`.
+    pub fn new(per_length: &[Vec<Vec<u32>>], batch_size: usize) -> Self {
+        let mut groups = Vec::new();
+        let mut index = 0;
+        for windows in per_length {
+            for chunk in windows.chunks(batch_size.max(1)) {
+                groups.push(
+                    chunk
+                        .iter()
+                        .map(|t| {
+                            index += 1;
+                            LmItem { index: index - 1, tokens: t.clone() }
+                        })
+                        .collect(),
+                );
+            }
+        }
+        BatchGroups { groups }
+    }
+}
+
+impl Dataset<Vec<LmItem>> for BatchGroups {
+    fn get(&self, index: usize) -> Option<Vec<LmItem>> {
+        self.groups.get(index).cloned()
+    }
+
+    fn len(&self) -> usize {
+        self.groups.len()
+    }
+}
+
+impl<B: Backend> Batcher<B, Vec<LmItem>, LmBatch<B>> for LmBatcher {
+    fn batch(&self, mut groups: Vec<Vec<LmItem>>, device: &B::Device) -> LmBatch<B> {
+        // `batch_size(1)`: exactly one ready-made group per batch.
+        let items = groups.pop().unwrap_or_default();
+        Batcher::<B, LmItem, LmBatch<B>>::batch(self, items, device)
     }
 }

@@ -29,6 +29,9 @@ pub enum TrainError {
     /// Not enough data for the requested setting.
     #[error("{0}")]
     NotEnoughData(String),
+    /// The backend cannot provide the requested devices.
+    #[error("devices: {0}")]
+    Devices(String),
     /// Training diverged.
     #[error(
         "non-finite loss {loss} at step {step}; the run stopped without applying that update, and its last checkpoint ({checkpoint}) is the last good state"

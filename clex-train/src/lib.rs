@@ -3,6 +3,7 @@
 //! - [`corpus`]: documents, the fixed split, the bundled corpus.
 //! - [`tokenizer`]: HF tokenizers, or a byte-level BPE trained on the train split.
 //! - [`packing`]: fixed-length training windows; [`batch`]: the dataset and batcher.
+//! - [`metrics`]: burn-train metrics (loss/perplexity per length, tokens/s, t).
 //! - [`step`]: the CLEX train step (t and positions drawn per step, θ(t) differentiable).
 //! - [`trainer`]: a whole run ([`loader`] for exact resume, [`checkpoint`] atomic, [`schedule`], [`preset`]).
 //! - [`backend`]: the one place that decides which burn backend a program runs on.
@@ -15,6 +16,7 @@ pub mod checkpoint;
 pub mod corpus;
 pub mod error;
 pub mod loader;
+pub mod metrics;
 pub mod monitor;
 pub mod packing;
 pub mod plot;

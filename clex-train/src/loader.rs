@@ -1,7 +1,13 @@
 //! The training data loader: one burn-train "epoch" is one checkpoint interval of optimizer
 //! steps, and the batch of global step g is a pure function of (seed, g). A resumed run
 //! therefore sees exactly the batches the uninterrupted run would have.
+//!
+//! Under burn-train's multi-device strategy the loader is sliced into one shard per device:
+//! shard k gets its rows of every step's batch (the same key, so the same CLEX t and
+//! positions on every device) and weights its loss by its share, so the summed gradients
+//! equal the single-device gradient of the whole batch.
 
+use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -22,6 +28,8 @@ pub struct StepLoader<B: Backend> {
     seed: u64,
     next_epoch: Arc<AtomicUsize>,
     device: B::Device,
+    /// Rows of each step's batch this loader yields (all of them unless sliced).
+    rows: Range<usize>,
 }
 
 impl<B: Backend> StepLoader<B> {
@@ -41,6 +49,7 @@ impl<B: Backend> StepLoader<B> {
             seed,
             next_epoch: Arc::new(AtomicUsize::new(first_epoch)),
             device,
+            rows: 0..batch_size,
         }
     }
 
@@ -62,11 +71,28 @@ impl<B: Backend> StepLoader<B> {
     }
 
     fn batch(&self, g: usize) -> LmBatch<B> {
-        let items = self.step_indices(g).into_iter().map(|i| LmItem { index: i, tokens: self.windows[i].clone() }).collect();
-        let mut b = LmBatcher { seed: self.seed }.batch(items, &self.device);
-        // The key also depends on the step, so a window seen twice gets a new draw.
-        b.key = mix(b.key ^ g as u64);
+        let items: Vec<LmItem> = self.step_indices(g).into_iter().map(|i| LmItem { index: i, tokens: self.windows[i].clone() }).collect();
+        // The key comes from the whole batch (every shard draws the same t) and the step (a
+        // window seen twice gets a new draw).
+        let key = mix(crate::batch::batch_key(self.seed, &items) ^ g as u64);
+        let shard = items[self.rows.clone()].to_vec();
+        let mut b = LmBatcher { seed: self.seed }.batch(shard, &self.device);
+        b.key = key;
+        b.step = g;
+        b.share = self.rows.len() as f32 / self.batch_size as f32;
         b
+    }
+
+    fn with(&self, device: B::Device, rows: Range<usize>, next_epoch: Arc<AtomicUsize>) -> Self {
+        StepLoader {
+            windows: self.windows.clone(),
+            batch_size: self.batch_size,
+            steps_per_epoch: self.steps_per_epoch,
+            seed: self.seed,
+            next_epoch,
+            device,
+            rows,
+        }
     }
 }
 
@@ -91,7 +117,8 @@ impl<B: Backend> Iterator for StepIter<'_, B> {
 
 impl<B: Backend> DataLoaderIterator<LmBatch<B>> for StepIter<'_, B> {
     fn progress(&self) -> Progress {
-        Progress { items_processed: self.step * self.loader.batch_size, items_total: self.loader.steps_per_epoch * self.loader.batch_size }
+        let rows = self.loader.rows.len();
+        Progress { items_processed: self.step * rows, items_total: self.loader.steps_per_epoch * rows }
     }
 }
 
@@ -102,22 +129,21 @@ impl<B: Backend> DataLoader<B, LmBatch<B>> for StepLoader<B> {
     }
 
     fn num_items(&self) -> usize {
-        self.steps_per_epoch * self.batch_size
+        self.steps_per_epoch * self.rows.len()
     }
 
     fn to_device(&self, device: &B::Device) -> Arc<dyn DataLoader<B, LmBatch<B>>> {
-        Arc::new(StepLoader {
-            windows: self.windows.clone(),
-            batch_size: self.batch_size,
-            steps_per_epoch: self.steps_per_epoch,
-            seed: self.seed,
-            next_epoch: self.next_epoch.clone(),
-            device: device.clone(),
-        })
+        Arc::new(self.with(device.clone(), self.rows.clone(), self.next_epoch.clone()))
     }
 
-    fn slice(&self, _start: usize, _end: usize) -> Arc<dyn DataLoader<B, LmBatch<B>>> {
-        // Single-device training never slices; multi-device sharding would split steps.
-        self.to_device(&self.device)
+    /// burn-train's `split_dataloader` cuts `num_items` into one contiguous range per device;
+    /// the same fractions of every step's batch become that device's rows.
+    fn slice(&self, start: usize, end: usize) -> Arc<dyn DataLoader<B, LmBatch<B>>> {
+        let n = self.num_items().max(1);
+        let (lo, hi) = (self.rows.start, self.rows.end);
+        let rows = lo + start * (hi - lo) / n..lo + end * (hi - lo) / n;
+        // Each shard counts its own epochs: every shard's `iter()` starts the same epoch.
+        let next = Arc::new(AtomicUsize::new(self.next_epoch.load(Ordering::SeqCst)));
+        Arc::new(self.with(self.device.clone(), rows, next))
     }
 }

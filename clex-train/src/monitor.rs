@@ -1,11 +1,12 @@
 //! Per-step bookkeeping the learner's metrics do not cover: every micro-batch's loss and
-//! sampled t appended to `steps.csv` (the run's metric log, which survives resumes), and the
+//! sampled t appended to `metrics.csv` (the run's metric log, which survives resumes), and the
 //! stop on a non-finite loss, which skips that update and ends the run at once so the last
-//! checkpoint stays the last good state.
+//! checkpoint stays the last good state. Under data parallelism each device reports its
+//! shard; a step's row is written once all shards are in.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use burn::train::Interrupter;
@@ -14,7 +15,8 @@ use burn::train::Interrupter;
 #[derive(Clone)]
 pub struct StepMonitor {
     interrupter: Interrupter,
-    next_step: Arc<AtomicUsize>,
+    /// Step → (share seen, share-weighted loss) of steps with shards still missing.
+    pending: Arc<Mutex<HashMap<usize, (f64, f64)>>>,
     log: Arc<Mutex<Option<std::fs::File>>>,
     non_finite: Arc<Mutex<Option<(usize, f32)>>>,
     path: PathBuf,
@@ -43,21 +45,32 @@ impl StepMonitor {
         }
         Ok(StepMonitor {
             interrupter,
-            next_step: Arc::new(AtomicUsize::new(first_step)),
+            pending: Arc::new(Mutex::new(HashMap::new())),
             log: Arc::new(Mutex::new(Some(file))),
             non_finite: Arc::new(Mutex::new(None)),
             path: path.to_path_buf(),
         })
     }
 
-    /// Records a micro-batch; returns false (and stops the run) if its loss is not finite.
-    pub fn record(&self, loss: f32, t: Option<usize>) -> bool {
-        let step = self.next_step.fetch_add(1, Ordering::SeqCst);
-        if let Ok(mut guard) = self.log.lock()
+    /// Records a micro-batch (or one device's `share` of it); returns false (and stops the
+    /// run) if its loss is not finite.
+    pub fn record(&self, step: usize, share: f32, loss: f32, t: Option<usize>) -> bool {
+        let complete = self.pending.lock().ok().and_then(|mut p| {
+            let e = p.entry(step).or_insert((0.0, 0.0));
+            e.0 += share as f64;
+            e.1 += share as f64 * loss as f64;
+            let (seen, sum) = *e;
+            (seen > 1.0 - 1e-4).then(|| {
+                p.remove(&step);
+                sum / seen
+            })
+        });
+        if let Some(mean) = complete
+            && let Ok(mut guard) = self.log.lock()
             && let Some(f) = guard.as_mut()
         {
             let t = t.map(|t| t.to_string()).unwrap_or_default();
-            let _ = writeln!(f, "{step},{loss},{},{t}", (loss as f64).exp());
+            let _ = writeln!(f, "{step},{},{},{t}", mean as f32, mean.exp());
         }
         if loss.is_finite() {
             return true;

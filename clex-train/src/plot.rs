@@ -74,17 +74,11 @@ pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series<'_
     svg
 }
 
-/// The training curve: train loss per step and validation loss at each checkpoint.
-pub fn loss_svg(train: &[(usize, f64)], valid: &[(usize, f64)], title: &str) -> String {
+/// The training curve: train loss per step and, per named validation series (e.g. at L
+/// and 4L), the loss at each checkpoint.
+pub fn loss_svg(train: &[(usize, f64)], valid: &[(String, Vec<(usize, f64)>)], title: &str) -> String {
     let as_f = |v: &[(usize, f64)]| v.iter().map(|(s, l)| (*s as f64, *l)).collect();
-    line_chart(
-        title,
-        "step",
-        "loss",
-        &[
-            Series { name: "train loss", points: as_f(train), markers: false },
-            Series { name: "validation loss (length L)", points: as_f(valid), markers: true },
-        ],
-        false,
-    )
+    let mut series = vec![Series { name: "train loss", points: as_f(train), markers: false }];
+    series.extend(valid.iter().map(|(name, points)| Series { name, points: as_f(points), markers: true }));
+    line_chart(title, "step", "loss", &series, false)
 }

@@ -17,18 +17,21 @@ pub struct PlainRenderer {
     valid: Vec<(MetricId, String)>,
     every: usize,
     steps_per_epoch: usize,
+    /// burn-train counts one iteration per device and step.
+    devices: usize,
     start: Instant,
 }
 
 impl PlainRenderer {
-    /// A line every `every` iterations; `steps_per_epoch` turns epochs into global steps.
-    pub fn new(every: usize, steps_per_epoch: usize) -> Self {
+    /// A line every `every` steps; `steps_per_epoch` turns epochs into global steps.
+    pub fn new(every: usize, steps_per_epoch: usize, devices: usize) -> Self {
         PlainRenderer {
             names: HashMap::new(),
             latest: Vec::new(),
             valid: Vec::new(),
             every: every.max(1),
             steps_per_epoch,
+            devices: devices.max(1),
             start: Instant::now(),
         }
     }
@@ -60,6 +63,10 @@ impl MetricsRendererTraining for PlainRenderer {
 
     fn render_train(&mut self, item: TrainingProgress, _progress: Vec<ProgressType>) {
         let it = item.iteration.unwrap_or(0);
+        if !it.is_multiple_of(self.devices) {
+            return;
+        }
+        let it = it / self.devices;
         if it.is_multiple_of(self.every) || item.progress.as_ref().is_some_and(|p| p.items_processed >= p.items_total) {
             let epoch = item.global_progress.items_processed;
             let step = (epoch.saturating_sub(1)) * self.steps_per_epoch + it;

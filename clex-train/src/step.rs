@@ -17,6 +17,7 @@ use burn::optim::GradientsParams;
 use burn::tensor::ElementConversion;
 
 use crate::batch::LmBatch;
+use crate::metrics::StepStats;
 use crate::monitor::StepMonitor;
 
 /// Settings of the train step that are not model parameters.
@@ -24,11 +25,14 @@ use crate::monitor::StepMonitor;
 pub struct StepSettings {
     /// Smallest t drawn (1 as in the reference's HEAD; 2 reproduces the paper-era code).
     pub min_factor: usize,
+    /// Micro-batches per optimizer step. burn-train sums accumulated gradients, so each
+    /// micro-batch's loss is divided by this to make the update the gradient of the mean.
+    pub grad_accumulation: usize,
 }
 
 impl Default for StepSettings {
     fn default() -> Self {
-        StepSettings { min_factor: 1 }
+        StepSettings { min_factor: 1, grad_accumulation: 1 }
     }
 }
 
@@ -43,13 +47,24 @@ pub struct ClexLm<B: Backend> {
     monitor: Option<StepMonitor>,
 }
 
-/// What a step reports: the loss and the t it drew.
+/// What a step reports: the loss, the batch shape and the t it drew.
 #[derive(Debug, Clone)]
 pub struct LmOutput<B: Backend> {
     /// Mean next-token cross-entropy, `[1]`.
     pub loss: Tensor<B, 1>,
     /// The scaling factor of this step (CLEX), if any.
     pub t: Option<usize>,
+    /// Sequences in the batch.
+    pub rows: usize,
+    /// Tokens per sequence.
+    pub len: usize,
+}
+
+impl<B: Backend> LmOutput<B> {
+    fn new(loss: Tensor<B, 1>, t: Option<usize>, batch: &LmBatch<B>) -> Self {
+        let [rows, len] = batch.inputs.dims();
+        LmOutput { loss, t, rows, len }
+    }
 }
 
 impl<B: Backend> ItemLazy for LmOutput<B> {
@@ -57,13 +72,20 @@ impl<B: Backend> ItemLazy for LmOutput<B> {
 
     fn sync(self) -> Self::ItemSync {
         let data = self.loss.into_data();
-        LmOutput { loss: Tensor::from_data(data.convert::<f32>(), &Default::default()), t: self.t }
+        LmOutput { loss: Tensor::from_data(data.convert::<f32>(), &Default::default()), t: self.t, rows: self.rows, len: self.len }
     }
 }
 
 impl<B: Backend> Adaptor<LossInput<B>> for LmOutput<B> {
     fn adapt(&self) -> LossInput<B> {
         LossInput::new(self.loss.clone())
+    }
+}
+
+impl<B: Backend> Adaptor<StepStats> for LmOutput<B> {
+    fn adapt(&self) -> StepStats {
+        let loss: f64 = self.loss.clone().into_scalar().elem();
+        StepStats { loss, rows: self.rows, len: self.len, t: self.t }
     }
 }
 
@@ -136,13 +158,16 @@ impl<B: AutodiffBackend + ClexBackend> TrainStep for ClexLm<B> {
         let (loss, t) = self.train_loss(&batch);
         if let Some(m) = &self.monitor {
             let value: f32 = loss.clone().into_scalar().elem();
-            if !m.record(value, t) {
+            if !m.record(batch.step, batch.share, value, t) {
                 // No gradients: the optimizer leaves every parameter as it was.
-                return TrainOutput { grads: GradientsParams::new(), item: LmOutput { loss: loss.detach(), t } };
+                return TrainOutput { grads: GradientsParams::new(), item: LmOutput::new(loss.detach(), t, &batch) };
             }
         }
-        let grads = loss.backward();
-        TrainOutput::new(self, grads, LmOutput { loss, t })
+        // Shards and accumulated micro-batches are summed by burn-train: weight each so the
+        // sum is the gradient of the whole step's mean loss.
+        let weight = batch.share / self.settings.grad_accumulation.max(1) as f32;
+        let grads = if weight == 1.0 { loss.backward() } else { (loss.clone() * weight).backward() };
+        TrainOutput::new(self, grads, LmOutput::new(loss, t, &batch))
     }
 }
 
@@ -151,6 +176,6 @@ impl<B: Backend> InferenceStep for ClexLm<B> {
     type Output = LmOutput<B>;
 
     fn step(&self, batch: LmBatch<B>) -> LmOutput<B> {
-        LmOutput { loss: self.eval_loss(&batch), t: None }
+        LmOutput::new(self.eval_loss(&batch), None, &batch)
     }
 }

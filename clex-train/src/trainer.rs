@@ -10,17 +10,18 @@ use burn::grad_clipping::GradientClippingConfig;
 use burn::optim::AdamWConfig;
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, ElementConversion};
-use burn::train::metric::{IterationSpeedMetric, LearningRateMetric, LossMetric};
-use burn::train::{Learner, SupervisedTraining};
+use burn::train::metric::{LearningRateMetric, LossMetric};
+use burn::train::{ExecutionStrategy, Learner, MultiDeviceOptim, SupervisedTraining};
 use clex_core::{ClexAct, ClexParams};
-use clex_models::{CausalLm, ModelConfig, attach_fresh_clex, init_model, load_model, save_model};
+use clex_models::{CausalLm, ModelConfig, attach_fresh_clex, init_model, load_model, load_with_config, save_model};
 
 use crate::backend::{self, Inference, Training};
-use crate::batch::{LmBatch, LmBatcher, LmDataset};
+use crate::batch::{BatchGroups, LmBatch, LmBatcher};
 use crate::checkpoint::{AtomicRecorder, latest_checkpoint, verify_checkpoint};
 use crate::corpus::{read_documents, split_documents};
 use crate::error::{TrainError, io};
 use crate::loader::StepLoader;
+use crate::metrics::LmMetric;
 use crate::monitor::StepMonitor;
 use crate::packing::pack;
 use crate::preset::{Preset, RopeChoice, preset_config};
@@ -68,8 +69,13 @@ pub struct TrainOptions {
     pub seed: u64,
     /// Continue from the newest complete checkpoint in `run_dir`.
     pub resume: bool,
-    /// Validation windows evaluated at each checkpoint and at the end.
+    /// Validation windows of length L evaluated at each checkpoint and at the end (a
+    /// quarter as many at 4L, so both cost the same tokens).
     pub valid_windows: usize,
+    /// Data-parallel devices (GPUs of the backend; on the CPU, worker threads).
+    pub devices: usize,
+    /// Plain progress lines even in a terminal (the TUI is used otherwise).
+    pub plain_progress: bool,
 }
 
 impl TrainOptions {
@@ -95,6 +101,8 @@ impl TrainOptions {
             seed: 42,
             resume: false,
             valid_windows: 32,
+            devices: 1,
+            plain_progress: false,
         }
     }
 }
@@ -141,10 +149,17 @@ pub fn evaluate<B: Backend>(model: &ClexLm<B>, windows: &[Vec<u32>], batch_size:
 pub fn train(opts: &TrainOptions) -> Result<TrainReport, TrainError> {
     let t0 = Instant::now();
     std::fs::create_dir_all(&opts.run_dir).map_err(io(&opts.run_dir))?;
-    if opts.checkpoint_every == 0 || opts.batch_size == 0 || opts.seq_len < 2 {
-        return Err(TrainError::NotEnoughData("checkpoint_every, batch_size must be >= 1 and seq_len >= 2".into()));
+    if opts.checkpoint_every == 0 || opts.batch_size == 0 || opts.seq_len < 2 || opts.devices == 0 {
+        return Err(TrainError::NotEnoughData("checkpoint_every, batch_size, devices must be >= 1 and seq_len >= 2".into()));
     }
-    let device = backend::device(None);
+    if !opts.batch_size.is_multiple_of(opts.devices) {
+        return Err(TrainError::NotEnoughData(format!(
+            "batch size {} does not split evenly over {} devices",
+            opts.batch_size, opts.devices
+        )));
+    }
+    let devices = backend::devices(opts.devices)?;
+    let device = devices[0].clone();
     <Training as Backend>::seed(&device, opts.seed);
 
     let docs = read_documents(&opts.data)?;
@@ -186,7 +201,7 @@ pub fn train(opts: &TrainOptions) -> Result<TrainReport, TrainError> {
         )));
     }
     let valid_at =
-        |len: usize| -> Vec<Vec<u32>> { pack(&valid_tok, bos, len).into_iter().take(opts.valid_windows.max(1) * l / len).collect() };
+        |len: usize| -> Vec<Vec<u32>> { pack(&valid_tok, bos, len).into_iter().take((opts.valid_windows * l / len).max(1)).collect() };
     log(format!(
         "{} train tokens, {} validation tokens, {} training windows of {l} ({:.1} s)",
         tokens.0,
@@ -196,7 +211,7 @@ pub fn train(opts: &TrainOptions) -> Result<TrainReport, TrainError> {
     ));
 
     let lm = build_model(opts, tokenizer.get_vocab_size(true), bos, &device)?;
-    let model = ClexLm::new(lm, StepSettings::default());
+    let model = ClexLm::new(lm, StepSettings { grad_accumulation: opts.grad_accumulation.max(1), ..StepSettings::default() });
     let optim = AdamWConfig::new()
         .with_beta_2(0.95)
         .with_epsilon(1e-8)
@@ -224,16 +239,31 @@ pub fn train(opts: &TrainOptions) -> Result<TrainReport, TrainError> {
         first_epoch,
         device.clone(),
     ));
-    let valid_loader = DataLoaderBuilder::new(LmBatcher { seed: opts.seed }).batch_size(opts.batch_size).build(LmDataset::new(valid_at(l)));
+    // One validation pass per checkpoint covers L and 4L; each batch holds one length.
+    let valid_groups = BatchGroups::new(&[valid_at(l), valid_at(4 * l)], opts.batch_size);
+    let valid_loader = DataLoaderBuilder::new(LmBatcher { seed: opts.seed }).batch_size(1).build(valid_groups);
     let mut training = SupervisedTraining::new(&opts.run_dir, train_loader, valid_loader)
         .metric_train_numeric(LossMetric::new())
-        .metric_valid_numeric(LossMetric::new())
+        .metric_train_numeric(LmMetric::perplexity(None))
+        .metric_train_numeric(LmMetric::scaling_factor())
         .metric_train_numeric(LearningRateMetric::new())
-        .metric_train_numeric(IterationSpeedMetric::new())
+        .metric_train_numeric(LmMetric::tokens_per_second())
+        // burn's own loss (over both lengths) keeps its default "best checkpoint" rule working.
+        .metric_valid_numeric(LossMetric::new())
+        .metric_valid_numeric(LmMetric::loss(Some(l)))
+        .metric_valid_numeric(LmMetric::perplexity(Some(l)))
+        .metric_valid_numeric(LmMetric::loss(Some(4 * l)))
+        .metric_valid_numeric(LmMetric::perplexity(Some(4 * l)))
         .with_file_checkpointer(AtomicRecorder)
-        .renderer(PlainRenderer::new(10, opts.checkpoint_every))
         .num_epochs(epochs)
         .summary();
+    if opts.plain_progress || !std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+        training = training.renderer(PlainRenderer::new(10, opts.checkpoint_every, opts.devices));
+    }
+    if opts.devices > 1 {
+        log(format!("data parallel over {} devices: {devices:?}", devices.len()));
+        training = training.with_training_strategy(ExecutionStrategy::MultiDevice(devices, MultiDeviceOptim::OptimMainDevice).into());
+    }
     if opts.grad_accumulation > 1 {
         training = training.grads_accumulation(opts.grad_accumulation);
     }
@@ -250,7 +280,7 @@ pub fn train(opts: &TrainOptions) -> Result<TrainReport, TrainError> {
         return Err(TrainError::NonFinite { step, loss, checkpoint });
     }
     let model: ClexLm<Inference> = result.model;
-    write_plot(&opts.run_dir, &metrics, opts.checkpoint_every)?;
+    write_plot(&opts.run_dir, &metrics, opts.checkpoint_every, l)?;
 
     let model_dir = opts.run_dir.join("model");
     save_model(&model.lm, &model_dir)?;
@@ -279,15 +309,25 @@ fn build_model(
     device: &burn::tensor::Device<Training>,
 ) -> Result<CausalLm<Training>, TrainError> {
     match &opts.init_from {
-        Some(dir) => {
-            let lm = load_model::<Training>(dir, device, DType::F32)?;
-            match (&opts.rope, lm.clex_layer.is_some()) {
-                (RopeChoice::Clex { max_factor }, false) => {
-                    Ok(attach_fresh_clex(lm, ClexParams { max_factor: *max_factor, param_factor: 1, act: ClexAct::Tanh, time_dt: 0.01 })?)
+        Some(dir) => match &opts.rope {
+            RopeChoice::Clex { max_factor } => {
+                let lm = load_model::<Training>(dir, device, DType::F32)?;
+                if lm.clex_layer.is_some() {
+                    return Ok(lm);
                 }
-                _ => Ok(lm),
+                Ok(attach_fresh_clex(lm, ClexParams { max_factor: *max_factor, param_factor: 1, act: ClexAct::Tanh, time_dt: 0.01 })?)
             }
-        }
+            // A baseline continues the checkpoint's weights under the requested rope.
+            baseline => {
+                let path = dir.join("config.json");
+                let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+                let mut raw: serde_json::Value =
+                    serde_json::from_str(&text).map_err(|e| TrainError::Data { path: path.clone(), line: e.line(), message: e.to_string() })?;
+                raw["rope_scaling"] = baseline.rope_scaling();
+                let cfg = ModelConfig::from_json(raw, &path)?;
+                Ok(load_with_config::<Training>(cfg, dir, device, DType::F32)?)
+            }
+        },
         None => {
             let raw = preset_config(opts.preset, vocab, &opts.rope, bos);
             let cfg = ModelConfig::from_json(raw, Path::new("<preset>"))?;
@@ -306,8 +346,8 @@ fn write_summary(run_dir: &Path, validation: &[(usize, f64, usize)]) -> Result<(
     Ok(())
 }
 
-/// `loss.svg` from `metrics.csv` and burn-train's per-epoch validation logs.
-fn write_plot(run_dir: &Path, metrics: &Path, interval: usize) -> Result<(), TrainError> {
+/// `loss.svg` from `metrics.csv` and burn-train's per-epoch validation logs at L and 4L.
+fn write_plot(run_dir: &Path, metrics: &Path, interval: usize, l: usize) -> Result<(), TrainError> {
     let text = std::fs::read_to_string(metrics).map_err(io(metrics))?;
     let train: Vec<(usize, f64)> = text
         .lines()
@@ -318,12 +358,24 @@ fn write_plot(run_dir: &Path, metrics: &Path, interval: usize) -> Result<(), Tra
         })
         .collect();
     let mut valid = Vec::new();
-    for epoch in 1.. {
-        let Ok(log) = std::fs::read_to_string(run_dir.join(format!("valid/epoch-{epoch}/Loss.log"))) else { break };
-        let values: Vec<f64> = log.lines().filter_map(|l| l.split(',').next()?.parse().ok()).collect();
-        if !values.is_empty() {
-            valid.push((epoch * interval, values.iter().sum::<f64>() / values.len() as f64));
+    for len in [l, 4 * l] {
+        let mut points = Vec::new();
+        for epoch in 1.. {
+            let path = run_dir.join(format!("valid/epoch-{epoch}/Loss_at_{len}.log"));
+            let Ok(log) = std::fs::read_to_string(path) else { break };
+            // burn-train logs "value,count" per batch; batches of the other length have count 0.
+            let (sum, n) = log
+                .lines()
+                .filter_map(|line| {
+                    let (v, c) = line.split_once(',')?;
+                    Some((v.parse::<f64>().ok()?, c.parse::<f64>().ok()?))
+                })
+                .fold((0.0, 0.0), |(s, n), (v, c)| (s + v * c, n + c));
+            if n > 0.0 {
+                points.push((epoch * interval, sum / n));
+            }
         }
+        valid.push((format!("validation loss at {len}"), points));
     }
     let svg = crate::plot::loss_svg(&train, &valid, &format!("{} — loss per step", run_dir.display()));
     clex_models::write_atomic(&run_dir.join("loss.svg"), svg.as_bytes())?;

@@ -75,7 +75,48 @@ fn resumed_run_equals_uninterrupted_run() {
     assert_eq!(log("full"), log("cut"));
     assert_eq!(log("full").lines().count(), 5, "{}", log("full"));
     assert!(log("full").lines().skip(1).all(|l| l.split(',').nth(3).is_some_and(|t| (1..=4).contains(&t.parse::<usize>().unwrap()))));
-    assert!(String::from_utf8(read(&dir.path().join("full/loss.svg"))).unwrap().contains("<polyline"));
+    let svg = String::from_utf8(read(&dir.path().join("full/loss.svg"))).unwrap();
+    assert!(svg.contains("<polyline") && svg.contains("validation loss at 256"), "{svg}");
+    // Every checkpoint validated at L and at 4L: each length's batches are counted only in
+    // its own metric (weight 0 in the other).
+    for epoch in 1..=2 {
+        for (len, rows) in [(64, 2), (256, 1)] {
+            let path = dir.path().join(format!("full/valid/epoch-{epoch}/Loss_at_{len}.log"));
+            let log = String::from_utf8(read(&path)).unwrap();
+            let counted: usize = log.lines().map(|l| l.split(',').nth(1).unwrap().parse::<usize>().unwrap()).sum();
+            assert_eq!(counted, rows, "{}: {log}", path.display());
+        }
+    }
+}
+
+/// Per-step (loss, t) rows of a run's metrics.csv.
+fn steps(run: &Path) -> Vec<(f64, usize)> {
+    let text = String::from_utf8(read(&run.join("metrics.csv"))).unwrap();
+    text.lines().skip(1).map(|l| l.split(',').collect::<Vec<_>>()).map(|f| (f[1].parse().unwrap(), f[3].parse().unwrap())).collect()
+}
+
+#[test]
+fn two_devices_train_like_one() {
+    // Data parallel through burn-train's multi-device strategy: on the CPU backend the two
+    // "devices" are two workers on the one CPU device, each with half of every batch. The
+    // shards share the step's t, and their losses are weighted so the summed gradient is the
+    // whole batch's: losses, draws and weights match the single-device run.
+    let dir = tempfile::tempdir().unwrap();
+    let data = small_corpus(dir.path());
+    let one = train(&options(dir.path().join("one"), data.clone(), 4)).unwrap();
+    let mut o = options(dir.path().join("two"), data, 4);
+    o.devices = 2;
+    let two = train(&o).unwrap();
+    let (a, b) = (steps(&dir.path().join("one")), steps(&dir.path().join("two")));
+    assert_eq!(a.len(), 4);
+    assert_eq!(a.iter().map(|s| s.1).collect::<Vec<_>>(), b.iter().map(|s| s.1).collect::<Vec<_>>(), "same t per step");
+    let worst = a.iter().zip(&b).map(|(x, y)| (x.0 - y.0).abs()).fold(0.0, f64::max);
+    eprintln!("1 vs 2 devices: per-step loss differs by at most {worst:.2e}");
+    assert!(worst < 1e-4, "{a:?} vs {b:?}");
+    for ((l1, n1, _), (l2, n2, _)) in one.validation.iter().zip(&two.validation) {
+        assert_eq!(l1, l2);
+        assert!((n1 - n2).abs() < 1e-4, "validation at {l1}: {n1} vs {n2}");
+    }
 }
 
 #[test]

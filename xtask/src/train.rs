@@ -72,6 +72,13 @@ pub struct TrainArgs {
     /// Continue from the newest complete checkpoint of this run.
     #[arg(long)]
     resume: bool,
+    /// Data-parallel devices (GPUs 0..N; on the CPU, N worker threads). The batch size must
+    /// divide evenly.
+    #[arg(long, default_value_t = 1)]
+    devices: usize,
+    /// Plain progress lines even in a terminal (default: burn-train's TUI in a terminal).
+    #[arg(long)]
+    plain: bool,
 }
 
 fn rope(args: &TrainArgs) -> anyhow::Result<RopeChoice> {
@@ -85,30 +92,33 @@ fn rope(args: &TrainArgs) -> anyhow::Result<RopeChoice> {
     })
 }
 
-/// Re-runs this command under another backend feature.
-fn rerun_with(backend: &str) -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let mut rest = Vec::new();
+/// The cargo arguments that re-run `args` (this process's arguments after the program
+/// name) under `backend`: the same subcommand and flags, minus `--backend`.
+fn rerun_args(args: &[String], backend: &str) -> Vec<String> {
+    let mut out: Vec<String> =
+        ["run", "--release", "-p", "xtask", "--no-default-features", "--features", backend, "--"].iter().map(|s| s.to_string()).collect();
     let mut skip = false;
     for a in args {
-        if skip {
-            skip = false;
+        if std::mem::take(&mut skip) {
             continue;
         }
         if a == "--backend" {
             skip = true;
             continue;
         }
-        if a.starts_with("--backend=") {
-            continue;
+        if !a.starts_with("--backend=") {
+            out.push(a.clone());
         }
-        rest.push(a);
     }
-    let status = std::process::Command::new(env!("CARGO"))
-        .args(["run", "--release", "-p", "xtask", "--no-default-features", "--features", backend, "--"])
-        .args(rest)
-        .status()
-        .context("running cargo")?;
+    out
+}
+
+/// Re-runs this command under another backend feature.
+fn rerun_with(backend: &str) -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let cargo_args = rerun_args(&args, backend);
+    eprintln!("rebuilding for --backend {backend}: cargo {}", cargo_args.join(" "));
+    let status = std::process::Command::new(env!("CARGO")).args(cargo_args).status().context("running cargo")?;
     if !status.success() {
         bail!("training under --backend {backend} failed");
     }
@@ -146,6 +156,8 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     o.grad_clip = (args.grad_clip > 0.0).then_some(args.grad_clip);
     o.seed = args.seed;
     o.resume = args.resume;
+    o.devices = args.devices;
+    o.plain_progress = args.plain;
     eprintln!("backend: {}; run directory: {}", clex_train::backend::name(), o.run_dir.display());
     let report = train(&o)?;
     println!(
@@ -160,4 +172,23 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     println!("\nmodel: {}", shown.display());
     println!("try it:\n  cargo run -p clex-cli -- generate -m {} -p \"ROMEO:\" -n 200", shown.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rerun_args;
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn rerun_keeps_every_flag_but_backend() {
+        let args = strings(&["train", "--backend", "wgpu", "--steps", "10", "--backend=tch", "--name", "x"]);
+        let got = rerun_args(&args, "wgpu");
+        assert_eq!(
+            got,
+            strings(&["run", "--release", "-p", "xtask", "--no-default-features", "--features", "wgpu", "--", "train", "--steps", "10", "--name", "x"])
+        );
+    }
 }
