@@ -1,23 +1,24 @@
-//! `clex generate`: load an HF model directory and its tokenizer, stream a continuation.
+//! `clex generate`: load a model (HF directory or GGUF) and its tokenizer, stream a
+//! continuation.
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
+use clex_models::ForwardOptions;
 use clex_models::generate::{Sampler, SamplingParams};
-use clex_models::{ForwardOptions, ModelConfig, load_with_config};
-use clex_train::backend::{self, Inference};
+use clex_train::backend;
 
-use crate::common::{ids_tensor, last_row, load_tokenizer, parse_cache_policy, parse_dtype, require_dir};
+use crate::common::{ModelSpec, RopeOverride, default_bos, ids_tensor, last_row, model_tokenizer, parse_cache_policy, parse_dtype};
 
 /// Arguments of `clex generate`.
 #[derive(clap::Args, Debug)]
 pub struct GenerateArgs {
-    /// HF model directory (config.json + safetensors).
+    /// HF model directory (config.json + safetensors) or llama.cpp .gguf file.
     #[arg(short = 'm', long)]
     model: PathBuf,
-    /// tokenizer.json (default: MODEL/tokenizer.json).
+    /// tokenizer.json (default: MODEL/tokenizer.json, or the GGUF's own).
     #[arg(long)]
     tokenizer: Option<PathBuf>,
     /// The prompt.
@@ -59,45 +60,24 @@ pub struct GenerateArgs {
     /// KV cache policy: reference | recompute.
     #[arg(long, default_value = "reference")]
     cache_policy: String,
-    /// Non-CLEX models: override the rope scaling (none | linear | dynamic | yarn).
-    #[arg(long)]
-    rope_scaling: Option<String>,
-    /// Factor for --rope-scaling.
-    #[arg(long, default_value_t = 2.0)]
-    rope_factor: f64,
+    /// Start the prompt with the model's BOS token (default: a GGUF's
+    /// tokenizer.ggml.add_bos_token, a directory's tokenizer_config.json add_bos_token, else true).
+    #[arg(long, action = clap::ArgAction::Set)]
+    bos: Option<bool>,
+    #[command(flatten)]
+    rope: RopeOverride,
 }
 
 pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     let dtype = parse_dtype(&args.dtype)?;
     let policy = parse_cache_policy(&args.cache_policy)?;
-    require_dir(&args.model)?;
-    let mut config = ModelConfig::from_file(&args.model.join("config.json"))?;
-    if let Some(kind) = &args.rope_scaling {
-        if config.is_clex() {
-            bail!("--rope-scaling: {} is a CLEX model; its rope is learned and cannot be overridden", args.model.display());
-        }
-        let block = match kind.as_str() {
-            "none" => serde_json::Value::Null,
-            "linear" | "dynamic" | "yarn" => serde_json::json!({"type": kind, "factor": args.rope_factor}),
-            other => bail!("--rope-scaling {other}: accepted values: none, linear, dynamic, yarn"),
-        };
-        let mut raw = config.raw.clone();
-        if let Some(o) = raw.as_object_mut() {
-            let theta = config.rope.theta;
-            o.remove("rope_parameters");
-            o.insert("rope_theta".into(), theta.into());
-            o.insert("rope_scaling".into(), block);
-        }
-        config = ModelConfig::from_json(raw, &args.model.join("config.json"))?;
-    }
-    let tok_path = args.tokenizer.clone().unwrap_or_else(|| args.model.join("tokenizer.json"));
-    let tokenizer = load_tokenizer(&tok_path)?;
-    if tokenizer.get_vocab_size(true) > config.vocab_size {
+    let spec = ModelSpec::read(&args.model, &args.rope)?;
+    let (tokenizer, tok_label) = model_tokenizer(&args.model, args.tokenizer.as_deref())?;
+    if tokenizer.get_vocab_size(true) > spec.config.vocab_size {
         bail!(
-            "{}: tokenizer has {} entries but the model's vocab_size is {}",
-            tok_path.display(),
+            "{tok_label}: tokenizer has {} entries but the model's vocab_size is {}",
             tokenizer.get_vocab_size(true),
-            config.vocab_size
+            spec.config.vocab_size
         );
     }
     let prompt = match &args.prompt_file {
@@ -105,13 +85,14 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         None => args.prompt.clone(),
     };
     let device = backend::device(args.device);
+    let model = spec.load(&device, dtype)?;
+    let config = model.config();
     let eos: Vec<u32> = config.eos_token_ids.clone();
-    let bos = config.bos_token_id;
+    let bos = if args.bos.map_or_else(|| default_bos(&args.model), Ok)? { config.bos_token_id } else { None };
     let max_len = args.max_seq_len.or_else(|| match &config.rope.scaling {
         clex_core::RopeScaling::Clex(p) => Some(p.max_factor * config.rope.max_position_embeddings),
         _ => None,
     });
-    let model = load_with_config::<Inference>(config, &args.model, &device, dtype)?;
 
     let mut ids: Vec<u32> =
         tokenizer.encode(prompt.as_str(), true).map_err(|e| anyhow::anyhow!("tokenizing the prompt: {e}"))?.get_ids().to_vec();

@@ -5,8 +5,7 @@ use std::path::PathBuf;
 
 use burn::module::Module;
 use burn::tensor::DType;
-use clex_models::load_model;
-use clex_train::backend::{self, Inference};
+use clex_train::backend;
 use serde_json::json;
 
 /// Arguments of `clex inspect`.
@@ -15,7 +14,7 @@ pub struct InspectArgs {
     /// GPU index for GPU backends.
     #[arg(long)]
     device: Option<usize>,
-    /// HF model directory.
+    /// HF model directory or .gguf file.
     #[arg(short = 'm', long)]
     model: PathBuf,
     /// Print JSON instead of text (`{"theta": [[K values] per t], ...}`).
@@ -24,8 +23,8 @@ pub struct InspectArgs {
 }
 
 pub fn run(args: InspectArgs) -> anyhow::Result<()> {
-    crate::common::require_dir(&args.model)?;
-    let model = load_model::<Inference>(&args.model, &backend::device(args.device), DType::F32)?;
+    let model = crate::common::load_model(&args.model, &backend::device(args.device), DType::F32)?;
+    let gguf = args.model.is_file().then(|| gguf_summary(&args.model)).transpose()?;
     let cfg = model.config();
     let rope = model.rope();
     // num_params also counts CLEX's frozen inv_freq buffer, which HF does not call a parameter.
@@ -44,6 +43,7 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
                      "max_position_embeddings": rope.max_position_embeddings, "scaling": format!("{:?}", rope.scaling)},
             "log_scale": cfg.log_scale,
             "theta": theta,
+            "gguf": gguf,
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
@@ -59,6 +59,9 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
         cfg.vocab_size
     );
     println!("parameters: {params}");
+    if let Some(g) = &gguf {
+        println!("gguf: version {}, general.name {}, tensor types {}", g["version"], g["name"], g["tensor_types"]);
+    }
     println!(
         "rope: {} (base {}, {} rotary dims, P = {}): {:?}",
         rope.scaling.kind(),
@@ -84,4 +87,19 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// What a GGUF file is: version, `general.name`, and how many tensors of each ggml type.
+fn gguf_summary(path: &std::path::Path) -> anyhow::Result<serde_json::Value> {
+    let g = clex_models::gguf::GgufFile::open(path)?;
+    let mut types = std::collections::BTreeMap::<&str, usize>::new();
+    for t in g.tensors() {
+        *types.entry(t.ggml_type.name()).or_default() += 1;
+    }
+    Ok(json!({
+        "file": path,
+        "version": g.version(),
+        "name": g.str_opt("general.name")?.unwrap_or("(unnamed)"),
+        "tensor_types": types,
+    }))
 }

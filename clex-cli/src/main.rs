@@ -1,6 +1,7 @@
 //! `clex`: the command line of clex-rs. Subcommands live one per file.
 
 mod common;
+mod convert;
 mod generate;
 mod inspect;
 mod memory;
@@ -11,7 +12,8 @@ mod score;
 
 use clap::{Parser, Subcommand};
 
-/// CLEX and RoPE-scaling tools for HF-format LLaMA / GPT-NeoX checkpoints.
+/// CLEX and RoPE-scaling tools for HF-format LLaMA / GPT-NeoX checkpoints and llama.cpp
+/// LLaMA GGUF files.
 #[derive(Parser, Debug)]
 #[command(name = "clex", version, about)]
 struct Cli {
@@ -21,7 +23,9 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Generate text from an HF model directory.
+    /// Write a llama.cpp GGUF file as an HF model directory.
+    Convert(convert::ConvertArgs),
+    /// Generate text from an HF model directory or GGUF file.
     Generate(Box<generate::GenerateArgs>),
     /// Show a checkpoint: architecture, sizes, rope, parameter count, CLEX θ(t) table.
     Inspect(inspect::InspectArgs),
@@ -38,6 +42,7 @@ enum Command {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Convert(args) => convert::run(args),
         Command::Generate(args) => generate::run(*args),
         Command::Inspect(args) => inspect::run(args),
         Command::Passkey(args) => passkey::run(*args),

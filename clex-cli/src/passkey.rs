@@ -5,12 +5,12 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
-use clex_models::{CachePolicy, ForwardOptions, load_model};
+use clex_models::{CachePolicy, ForwardOptions};
 use clex_train::backend::{self, Inference};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::common::{ids_tensor, last_row, load_tokenizer, parse_dtype, require_dir};
+use crate::common::{default_bos, ids_tensor, last_row, load_model, model_tokenizer, parse_dtype};
 
 const FILLER: &str = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. ";
 const QUESTION: &str = "What is the pass key? The pass key is";
@@ -21,10 +21,10 @@ pub struct PasskeyArgs {
     /// GPU index for GPU backends.
     #[arg(long)]
     device: Option<usize>,
-    /// HF model directory.
+    /// HF model directory or .gguf file.
     #[arg(short = 'm', long)]
     model: PathBuf,
-    /// tokenizer.json (default MODEL/tokenizer.json).
+    /// tokenizer.json (default MODEL/tokenizer.json, or the GGUF's own).
     #[arg(long)]
     tokenizer: Option<PathBuf>,
     /// Prompt lengths in tokens, comma-separated (default P, 2P, 4P).
@@ -52,9 +52,8 @@ fn parse_list<T: std::str::FromStr>(s: &str, flag: &str) -> anyhow::Result<Vec<T
 }
 
 pub fn run(args: PasskeyArgs) -> anyhow::Result<()> {
-    require_dir(&args.model)?;
     let device = backend::device(args.device);
-    let model = load_model::<Inference>(&args.model, &device, parse_dtype(&args.dtype)?)?;
+    let model = load_model(&args.model, &device, parse_dtype(&args.dtype)?)?;
     let p = model.rope().max_position_embeddings;
     let lengths: Vec<usize> = match &args.lengths {
         Some(s) => parse_list(s, "--lengths")?,
@@ -64,14 +63,13 @@ pub fn run(args: PasskeyArgs) -> anyhow::Result<()> {
     if depths.iter().any(|d| !(0.0..=1.0).contains(d)) {
         bail!("--depths: every depth must be in [0, 1]");
     }
-    let tok_path = args.tokenizer.clone().unwrap_or_else(|| args.model.join("tokenizer.json"));
-    let tok = load_tokenizer(&tok_path)?;
+    let (tok, _) = model_tokenizer(&args.model, args.tokenizer.as_deref())?;
     let enc = |s: &str| -> anyhow::Result<Vec<u32>> {
         Ok(tok.encode(s, false).map_err(|e| anyhow::anyhow!("tokenizing: {e}"))?.get_ids().to_vec())
     };
     let filler = enc(FILLER)?;
     let question = enc(QUESTION)?;
-    let bos: Vec<u32> = model.config().bos_token_id.into_iter().collect();
+    let bos: Vec<u32> = if default_bos(&args.model)? { model.config().bos_token_id.into_iter().collect() } else { vec![] };
     let mut rng = ChaCha8Rng::seed_from_u64(args.seed);
     println!("{:>8} {:>6} {:>8} {:>9}", "length", "depth", "correct", "accuracy");
     let mut cells = Vec::new();

@@ -5,11 +5,11 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
-use clex_models::{CachePolicy, CausalLm, ForwardOptions, load_model};
+use clex_models::{CachePolicy, CausalLm, ForwardOptions};
 use clex_train::backend::{self, Inference};
-use clex_train::corpus::read_documents;
+use clex_train::corpus::{Split, read_documents};
 
-use crate::common::{ids_tensor, load_tokenizer, nll, parse_dtype, require_dir};
+use crate::common::{ModelSpec, RopeOverride, default_bos, ids_tensor, model_tokenizer, nll, parse_dtype, require_model};
 
 /// Arguments of `clex perplexity`.
 #[derive(clap::Args, Debug)]
@@ -17,16 +17,19 @@ pub struct PerplexityArgs {
     /// GPU index for GPU backends.
     #[arg(long)]
     device: Option<usize>,
-    /// HF model directory (repeatable: several models are evaluated on the same tokens and
-    /// drawn in one plot; they must share the tokenizer).
+    /// HF model directory or .gguf file (repeatable: several models are evaluated on the
+    /// same tokens and drawn in one plot; they must share the tokenizer).
     #[arg(short = 'm', long, required = true)]
     model: Vec<PathBuf>,
-    /// tokenizer.json (default MODEL/tokenizer.json).
+    /// tokenizer.json (default: the first model's tokenizer.json, or its GGUF's own).
     #[arg(long)]
     tokenizer: Option<PathBuf>,
     /// Text files, .jsonl(.gz) with a `text` field, or directories (repeatable).
     #[arg(long, required = true)]
     data: Vec<PathBuf>,
+    /// Documents to use: all | train | validation (the corpus's fixed sha256 split).
+    #[arg(long, default_value = "all")]
+    split: String,
     /// Evaluation lengths, comma-separated.
     #[arg(long, conflicts_with = "up_to_factor")]
     lengths: Option<String>,
@@ -45,9 +48,11 @@ pub struct PerplexityArgs {
     /// Tokens evaluated per length at most.
     #[arg(long, default_value_t = 32768)]
     max_tokens: usize,
-    /// Start every document with the model's BOS token (the reference's packing).
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
-    bos: bool,
+    /// Start every document with the model's BOS token (the reference's packing; default: a
+    /// GGUF's tokenizer.ggml.add_bos_token, a directory's tokenizer_config.json add_bos_token,
+    /// else true).
+    #[arg(long, action = clap::ArgAction::Set)]
+    bos: Option<bool>,
     /// Compute dtype: f32 | f16 | bf16.
     #[arg(long, default_value = "f32")]
     dtype: String,
@@ -57,6 +62,8 @@ pub struct PerplexityArgs {
     /// Draw perplexity against length (SVG) here.
     #[arg(long)]
     plot: Option<PathBuf>,
+    #[command(flatten)]
+    rope: RopeOverride,
 }
 
 /// Sum of NLL, number of scored tokens, number correct.
@@ -163,23 +170,35 @@ fn progress(msg: &str) {
 
 pub fn run(args: PerplexityArgs) -> anyhow::Result<()> {
     for m in &args.model {
-        require_dir(m)?;
+        require_model(m)?;
     }
     if !["chunks", "kv-chunks", "sliding"].contains(&args.protocol.as_str()) {
         bail!("--protocol {}: accepted values: chunks, kv-chunks, sliding", args.protocol);
     }
+    let split = match args.split.as_str() {
+        "all" => None,
+        "train" => Some(Split::Train),
+        "validation" => Some(Split::Validation),
+        other => bail!("--split {other}: accepted values: all, train, validation"),
+    };
     let dtype = parse_dtype(&args.dtype)?;
-    let tok_path = args.tokenizer.clone().unwrap_or_else(|| args.model[0].join("tokenizer.json"));
-    let tok = load_tokenizer(&tok_path)?;
-    let docs: Vec<_> = args.data.iter().map(|d| read_documents(d)).collect::<Result<Vec<_>, _>>()?.into_iter().flatten().collect();
+    let (tok, tok_label) = model_tokenizer(&args.model[0], args.tokenizer.as_deref())?;
+    let docs: Vec<_> = args
+        .data
+        .iter()
+        .map(|d| read_documents(d))
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .flatten()
+        .filter(|d| split.is_none_or(|s| d.split() == s))
+        .collect();
     let mut all = Vec::new();
     let mut curves = Vec::new();
     for model_dir in &args.model {
-        let model = load_model::<Inference>(model_dir, &backend::device(args.device), dtype)?;
+        let model = ModelSpec::read(model_dir, &args.rope)?.load(&backend::device(args.device), dtype)?;
         if tok.get_vocab_size(true) > model.config().vocab_size {
             bail!(
-                "{}: tokenizer has {} entries but {} has vocab_size {}",
-                tok_path.display(),
+                "{tok_label}: tokenizer has {} entries but {} has vocab_size {}",
                 tok.get_vocab_size(true),
                 model_dir.display(),
                 model.config().vocab_size
@@ -197,23 +216,23 @@ pub fn run(args: PerplexityArgs) -> anyhow::Result<()> {
         if lengths.iter().any(|&l| l < 2) {
             bail!("--lengths: every length must be at least 2");
         }
+        let bos = args.bos.map_or_else(|| default_bos(model_dir), Ok)?;
         let mut stream = Vec::new();
         for doc in &docs {
-            if args.bos
-                && let Some(b) = model.config().bos_token_id
-            {
+            if bos && let Some(b) = model.config().bos_token_id {
                 stream.push(b);
             }
             stream.extend(tok.encode(doc.text.as_str(), false).map_err(|e| anyhow::anyhow!("tokenizing {}: {e}", doc.id))?.get_ids());
         }
         println!(
-            "model {} | protocol {} | data {} ({} documents, {} tokens) | tokenizer {}",
+            "model {} | rope {} (P = {p}) | protocol {} | data {} ({} {} documents, {} tokens) | tokenizer {tok_label}",
             model_dir.display(),
+            model.rope().scaling.kind(),
             args.protocol,
             args.data.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", "),
             docs.len(),
+            args.split,
             stream.len(),
-            tok_path.display()
         );
         println!("{:>8} {:>8} {:>9} {:>10} {:>10} {:>9}", "length", "windows", "tokens", "mean NLL", "PPL", "accuracy");
         let mut results = Vec::new();

@@ -10,7 +10,7 @@ use clex_train::backend;
 /// Arguments of `clex rope`.
 #[derive(clap::Args, Debug)]
 pub struct RopeArgs {
-    /// An HF `config.json`, or a model directory holding one.
+    /// An HF `config.json`, a model directory holding one, or a .gguf file.
     #[arg(short = 'c', long)]
     config: PathBuf,
     /// Total sequence length N (cache + new tokens).
@@ -20,8 +20,12 @@ pub struct RopeArgs {
 
 pub fn run(args: RopeArgs) -> anyhow::Result<()> {
     let path = if args.config.is_dir() { args.config.join("config.json") } else { args.config.clone() };
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let rope = RopeConfig::from_hf_str(&text).with_context(|| format!("in {}", path.display()))?;
+    let rope = if is_gguf(&path) {
+        clex_models::read_config(&path)?.rope
+    } else {
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        RopeConfig::from_hf_str(&text).with_context(|| format!("in {}", path.display()))?
+    };
     println!("kind: {}", rope.scaling.kind());
     println!(
         "head_dim: {}, rotary dims: {}, base: {}, max_position_embeddings: {}",
@@ -50,4 +54,10 @@ pub fn run(args: RopeArgs) -> anyhow::Result<()> {
         println!("  {}", chunk.iter().map(|x| format!("{x:.6e}")).collect::<Vec<_>>().join(" "));
     }
     Ok(())
+}
+
+/// True when the file starts with the GGUF magic.
+fn is_gguf(path: &std::path::Path) -> bool {
+    let mut magic = [0u8; 4];
+    std::fs::File::open(path).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic)).is_ok() && &magic == b"GGUF"
 }

@@ -6,11 +6,11 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
-use clex_models::{ForwardOptions, load_model};
+use clex_models::ForwardOptions;
 use clex_train::backend::{self, Inference};
 use safetensors::{Dtype, tensor::TensorView};
 
-use crate::common::{ids_tensor, load_tokenizer, nll, parse_cache_policy, parse_dtype, require_dir};
+use crate::common::{ids_tensor, load_model, model_tokenizer, nll, parse_cache_policy, parse_dtype};
 
 /// Arguments of `clex score`.
 #[derive(clap::Args, Debug)]
@@ -18,7 +18,7 @@ pub struct ScoreArgs {
     /// GPU index for GPU backends.
     #[arg(long)]
     device: Option<usize>,
-    /// HF model directory.
+    /// HF model directory or .gguf file.
     #[arg(short = 'm', long)]
     model: PathBuf,
     /// Token ids, comma-separated.
@@ -27,7 +27,7 @@ pub struct ScoreArgs {
     /// A JSON array of token ids.
     #[arg(long, conflicts_with = "text")]
     ids_file: Option<PathBuf>,
-    /// Text, tokenised with --tokenizer (default MODEL/tokenizer.json).
+    /// Text, tokenised with --tokenizer (default MODEL/tokenizer.json, or the GGUF's own).
     #[arg(long)]
     text: Option<String>,
     /// tokenizer.json for --text.
@@ -59,15 +59,14 @@ fn token_ids(args: &ScoreArgs, model_dir: &std::path::Path) -> anyhow::Result<Ve
         return serde_json::from_str(&text).with_context(|| format!("{}: expected a JSON array of token ids", p.display()));
     }
     if let Some(t) = &args.text {
-        let path = args.tokenizer.clone().unwrap_or_else(|| model_dir.join("tokenizer.json"));
-        let tok = load_tokenizer(&path)?;
+        let (tok, _) = model_tokenizer(model_dir, args.tokenizer.as_deref())?;
         return Ok(tok.encode(t.as_str(), true).map_err(|e| anyhow::anyhow!("tokenizing: {e}"))?.get_ids().to_vec());
     }
     bail!("give the tokens with --ids, --ids-file or --text")
 }
 
 pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
-    require_dir(&args.model)?;
+    crate::common::require_model(&args.model)?;
     let dtype = parse_dtype(&args.dtype)?;
     let policy = parse_cache_policy(&args.cache_policy)?;
     let ids = token_ids(&args, &args.model)?;
@@ -75,7 +74,7 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
         bail!("no tokens to score");
     }
     let device = backend::device(args.device);
-    let model = load_model::<Inference>(&args.model, &device, dtype)?;
+    let model = load_model(&args.model, &device, dtype)?;
     let vocab = model.config().vocab_size;
     if let Some(bad) = ids.iter().find(|&&t| t as usize >= vocab) {
         bail!("token id {bad} is outside the model's vocabulary of {vocab}");

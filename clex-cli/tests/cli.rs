@@ -2,8 +2,10 @@
 //! with a byte-level tokenizer made for it: deterministic greedy output, streaming of the
 //! prompt, and one-line errors with exit code 2.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
+
+use common::{clex, p};
+use std::path::PathBuf;
 
 use tokenizers::TokenizerBuilder;
 use tokenizers::models::bpe::BPE;
@@ -37,15 +39,6 @@ fn model_dir(vocab: usize) -> tempfile::TempDir {
         .unwrap();
     tok.save(dir.path().join("tokenizer.json"), false).unwrap();
     dir
-}
-
-fn clex(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_clex")).args(args).output().unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
-}
-
-fn p(d: &Path) -> &str {
-    d.to_str().unwrap()
 }
 
 #[test]

@@ -10,5 +10,12 @@ impl ClexBackend for burn_flex::Flex {}
 #[cfg(feature = "wgpu")]
 impl ClexBackend for burn_wgpu::Wgpu {}
 
+/// wgpu without burn's fusion layer: what clex-train runs on (see its `backend` module).
+#[cfg(feature = "wgpu")]
+impl<F: burn_wgpu::FloatElement, I: burn_wgpu::IntElement, BT: burn_wgpu::BoolElement> ClexBackend
+    for burn_wgpu::CubeBackend<burn_wgpu::WgpuRuntime, F, I, BT>
+{
+}
+
 #[cfg(feature = "tch")]
 impl<E: burn_tch::TchElement> ClexBackend for burn_tch::LibTorch<E> {}

@@ -77,10 +77,116 @@ pub enum ModelError {
         /// Comma-separated names (first few).
         names: String,
     },
+    /// A GGUF file is malformed or holds something we do not read.
+    #[error("{path}: {source}")]
+    Gguf {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, naming the key or tensor.
+        source: GgufError,
+    },
     /// A CLEX-level problem.
     #[error(transparent)]
     Clex(#[from] ClexError),
     /// A bad request at run time (e.g. token count, cache mismatch).
     #[error("{0}")]
     Invalid(String),
+}
+
+/// What is wrong with a GGUF file; every variant names the key or tensor at fault.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum GgufError {
+    /// The first four bytes are not `GGUF`.
+    #[error("not a GGUF file: magic \"{}\", expected \"GGUF\"", .found.escape_ascii())]
+    BadMagic {
+        /// The bytes found.
+        found: Vec<u8>,
+    },
+    /// A version other than 2 or 3 (v1 used 32-bit counts; a byte-swapped number is a
+    /// big-endian file).
+    #[error("GGUF version {0} is not supported (accepted: 2, 3; big-endian files are not read)")]
+    UnsupportedVersion(u32),
+    /// The file ends inside a header field.
+    #[error("truncated: {what} needs bytes {start}..{end}, but the file has {len}")]
+    Truncated {
+        /// What was being read (names the key or tensor).
+        what: String,
+        /// First byte needed.
+        start: u64,
+        /// One past the last byte needed.
+        end: u64,
+        /// File length.
+        len: u64,
+    },
+    /// A metadata key is absent.
+    #[error("missing metadata key `{key}`")]
+    MissingKey {
+        /// The key.
+        key: String,
+    },
+    /// A metadata value is malformed or has the wrong type or value.
+    #[error("metadata key `{key}`: {message}")]
+    BadValue {
+        /// The key.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A tensor type id that ggml does not define.
+    #[error("tensor `{tensor}`: unknown ggml type id {id}")]
+    UnknownType {
+        /// Tensor name.
+        tensor: String,
+        /// The type id found.
+        id: u32,
+    },
+    /// A ggml type we do not dequantise.
+    #[error("tensor `{tensor}` has type {type_name}; supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K")]
+    UnsupportedType {
+        /// Tensor name.
+        tensor: String,
+        /// The ggml type name.
+        type_name: String,
+    },
+    /// Dimensions that cannot hold this type (rows not whole blocks, zero or too many dims).
+    #[error("tensor `{tensor}`: {message}")]
+    BadShape {
+        /// Tensor name.
+        tensor: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// Tensor data reaching past the end of the file.
+    #[error("tensor `{tensor}`: data at bytes {start}..{end} of the data section, which has only {len} bytes")]
+    OutOfBounds {
+        /// Tensor name.
+        tensor: String,
+        /// First byte (relative to the data section).
+        start: u64,
+        /// One past the last byte.
+        end: u64,
+        /// Bytes in the data section.
+        len: u64,
+    },
+    /// A tensor offset that is not a multiple of the file's alignment.
+    #[error("tensor `{tensor}`: offset {offset} is not a multiple of the alignment {alignment}")]
+    Misaligned {
+        /// Tensor name.
+        tensor: String,
+        /// Its offset in the data section.
+        offset: u64,
+        /// `general.alignment` (32 when absent).
+        alignment: u64,
+    },
+    /// The same key or tensor name twice.
+    #[error("duplicate {what} `{name}`")]
+    Duplicate {
+        /// "metadata key" or "tensor".
+        what: &'static str,
+        /// The name.
+        name: String,
+    },
+    /// Well-formed, but not something we can turn into a model (architecture, tensor).
+    #[error("{0}")]
+    Unsupported(String),
 }

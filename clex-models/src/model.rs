@@ -319,8 +319,24 @@ impl<B: Backend> CausalLm<B> {
         }
         let logits = match &self.lm_head {
             Some(head) => head.forward(x),
-            None => x.matmul(self.embed.weight.val().transpose().unsqueeze::<3>()),
+            None => tied_head(x, self.embed.weight.val()),
         };
         (logits, hidden)
+    }
+}
+
+/// Logits of a tied head: x · Eᵀ for the embedding E `[vocab, hidden]`.
+///
+/// # Shapes
+/// - `x`: `[batch, seq, hidden]` → `[batch, seq, vocab]`
+fn tied_head<B: Backend>(x: Tensor<B, 3>, embed: Tensor<B, 2>) -> Tensor<B, 3> {
+    let [b, s, h] = x.dims();
+    let vocab = embed.dims()[0];
+    if b * s <= 16 {
+        // Decoding: (E · xᵀ)ᵀ reads E as stored, where x · Eᵀ would copy the whole transposed
+        // embedding at every step on backends that multiply contiguous operands only.
+        embed.matmul(x.reshape([b * s, h]).transpose()).transpose().reshape([b, s, vocab])
+    } else {
+        x.matmul(embed.transpose().unsqueeze::<3>())
     }
 }

@@ -1,6 +1,7 @@
-//! Reading HF safetensors checkpoints: one file or a sharded index, memory-mapped, f32 / f16
-//! / bf16 on disk converted to the compute dtype, every tensor checked against the shape the
-//! config implies, and every tensor on disk accounted for.
+//! Reading HF safetensors checkpoints: one file or a sharded index, memory-mapped (or an
+//! in-memory image, e.g. of a GGUF's dequantised tensors), f32 / f16 / bf16 on disk converted
+//! to the compute dtype, every tensor checked against the shape the config implies, and every
+//! tensor on disk accounted for.
 
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
@@ -10,9 +11,10 @@ use burn::module::Param;
 use burn::nn::Linear;
 use burn::tensor::{DType, Tensor, TensorData, backend::Backend};
 use memmap2::Mmap;
-use safetensors::{Dtype, SafeTensors};
+use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 
 use crate::error::ModelError;
+use crate::hf::HostTensor;
 
 /// Buffers some HF checkpoints carry that no model reads (recomputed rotary tables, causal
 /// mask buffers of old GPT-NeoX exports). Present or not, they are ignored.
@@ -33,9 +35,26 @@ fn decode(dtype: Dtype, b: &[u8]) -> Option<Vec<f32>> {
     })
 }
 
-/// An opened checkpoint: memory-mapped safetensors files and a name → file index.
+/// The bytes of one safetensors file: mapped from disk, or built in memory (a converted GGUF).
+enum Bytes {
+    Mapped(Mmap),
+    Owned(Vec<u8>),
+}
+
+impl std::ops::Deref for Bytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Bytes::Mapped(m) => m,
+            Bytes::Owned(v) => v,
+        }
+    }
+}
+
+/// An opened checkpoint: safetensors files (memory-mapped, or in memory) and a name → file
+/// index.
 pub struct Checkpoint {
-    files: Vec<(PathBuf, Mmap)>,
+    files: Vec<(PathBuf, Bytes)>,
     index: HashMap<String, usize>,
     used: RefCell<BTreeSet<String>>,
 }
@@ -94,9 +113,29 @@ impl Checkpoint {
                 }
             }
             drop(st);
-            files.push((path.clone(), mmap));
+            files.push((path.clone(), Bytes::Mapped(mmap)));
         }
         Ok(Checkpoint { files, index, used: RefCell::new(BTreeSet::new()) })
+    }
+
+    /// A checkpoint of host tensors (HF names and layouts, f32) held in memory as one
+    /// safetensors image; `label` names it in errors (e.g. the GGUF they came from).
+    pub fn from_tensors(label: &Path, tensors: Vec<HostTensor>) -> Result<Self, ModelError> {
+        let bad = |message: String| ModelError::Safetensors { path: label.to_path_buf(), message };
+        // Each tensor's f32 values are dropped as soon as they are encoded.
+        let encoded: Vec<(String, Vec<usize>, Vec<u8>)> =
+            tensors.into_iter().map(|t| (t.name, t.shape, t.values.iter().flat_map(|v| v.to_le_bytes()).collect())).collect();
+        let views = encoded
+            .iter()
+            .map(|(name, shape, bytes)| {
+                Ok((name.clone(), TensorView::new(Dtype::F32, shape.clone(), bytes).map_err(|e| bad(format!("tensor `{name}`: {e}")))?))
+            })
+            .collect::<Result<Vec<_>, ModelError>>()?;
+        let image = safetensors::serialize(views, None).map_err(|e| bad(e.to_string()))?;
+        drop(encoded);
+        let index =
+            SafeTensors::deserialize(&image).map_err(|e| bad(e.to_string()))?.names().into_iter().map(|n| (n.to_string(), 0)).collect();
+        Ok(Checkpoint { files: vec![(label.to_path_buf(), Bytes::Owned(image))], index, used: RefCell::new(BTreeSet::new()) })
     }
 
     /// True if the checkpoint has a tensor of this name.
@@ -115,8 +154,8 @@ impl Checkpoint {
             expected: expected.to_vec(),
             files: self.files_list(),
         })?;
-        let (path, mmap) = &self.files[i];
-        let st = SafeTensors::deserialize(mmap).map_err(|e| ModelError::Safetensors { path: path.clone(), message: e.to_string() })?;
+        let (path, bytes) = &self.files[i];
+        let st = SafeTensors::deserialize(bytes).map_err(|e| ModelError::Safetensors { path: path.clone(), message: e.to_string() })?;
         let view = st.tensor(name).map_err(|e| ModelError::Safetensors { path: path.clone(), message: e.to_string() })?;
         if view.shape() != expected {
             return Err(ModelError::ShapeMismatch {
@@ -147,8 +186,8 @@ impl Checkpoint {
             expected: vec![],
             files: self.files_list(),
         })?;
-        let (path, mmap) = &self.files[i];
-        let st = SafeTensors::deserialize(mmap).map_err(|e| ModelError::Safetensors { path: path.clone(), message: e.to_string() })?;
+        let (path, bytes) = &self.files[i];
+        let st = SafeTensors::deserialize(bytes).map_err(|e| ModelError::Safetensors { path: path.clone(), message: e.to_string() })?;
         let view = st.tensor(name).map_err(|e| ModelError::Safetensors { path: path.clone(), message: e.to_string() })?;
         let values = decode(view.dtype(), view.data()).ok_or_else(|| ModelError::Safetensors {
             path: path.clone(),
@@ -195,8 +234,11 @@ impl Checkpoint {
         dtype: DType,
     ) -> Result<Linear<B>, ModelError> {
         let w: Tensor<B, 2> = self.tensor(&format!("{prefix}.weight"), [d_out, d_in], device, dtype)?;
+        // Materialised, not a transposed view: a strided weight would be copied to contiguous
+        // memory by every matmul (most of a CPU decode step).
+        let w = Tensor::from_data(w.transpose().into_data(), (device, dtype));
         let bias = if bias { Some(Param::from_tensor(self.tensor(&format!("{prefix}.bias"), [d_out], device, dtype)?)) } else { None };
-        Ok(Linear { weight: Param::from_tensor(w.transpose()), bias })
+        Ok(Linear { weight: Param::from_tensor(w), bias })
     }
 
     /// Tensors on disk that nothing read (ignorable buffers excluded).

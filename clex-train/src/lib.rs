@@ -15,6 +15,7 @@ pub mod batch;
 pub mod checkpoint;
 pub mod corpus;
 pub mod error;
+pub mod eval;
 pub mod loader;
 pub mod metrics;
 pub mod monitor;

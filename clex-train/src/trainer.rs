@@ -245,7 +245,6 @@ pub fn train(opts: &TrainOptions) -> Result<TrainReport, TrainError> {
     let mut training = SupervisedTraining::new(&opts.run_dir, train_loader, valid_loader)
         .metric_train_numeric(LossMetric::new())
         .metric_train_numeric(LmMetric::perplexity(None))
-        .metric_train_numeric(LmMetric::scaling_factor())
         .metric_train_numeric(LearningRateMetric::new())
         .metric_train_numeric(LmMetric::tokens_per_second())
         // burn's own loss (over both lengths) keeps its default "best checkpoint" rule working.
@@ -257,6 +256,9 @@ pub fn train(opts: &TrainOptions) -> Result<TrainReport, TrainError> {
         .with_file_checkpointer(AtomicRecorder)
         .num_epochs(epochs)
         .summary();
+    if model.lm.clex_layer.is_some() {
+        training = training.metric_train_numeric(LmMetric::scaling_factor());
+    }
     if opts.plain_progress || !std::io::IsTerminal::is_terminal(&std::io::stdout()) {
         training = training.renderer(PlainRenderer::new(10, opts.checkpoint_every, opts.devices));
     }
@@ -321,8 +323,11 @@ fn build_model(
             baseline => {
                 let path = dir.join("config.json");
                 let text = std::fs::read_to_string(&path).map_err(io(&path))?;
-                let mut raw: serde_json::Value =
-                    serde_json::from_str(&text).map_err(|e| TrainError::Data { path: path.clone(), line: e.line(), message: e.to_string() })?;
+                let mut raw: serde_json::Value = serde_json::from_str(&text).map_err(|e| TrainError::Data {
+                    path: path.clone(),
+                    line: e.line(),
+                    message: e.to_string(),
+                })?;
                 raw["rope_scaling"] = baseline.rope_scaling();
                 let cfg = ModelConfig::from_json(raw, &path)?;
                 Ok(load_with_config::<Training>(cfg, dir, device, DType::F32)?)

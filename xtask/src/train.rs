@@ -118,22 +118,35 @@ fn rerun_with(backend: &str) -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let cargo_args = rerun_args(&args, backend);
     eprintln!("rebuilding for --backend {backend}: cargo {}", cargo_args.join(" "));
-    let status = std::process::Command::new(env!("CARGO")).args(cargo_args).status().context("running cargo")?;
+    let mut cmd = crate::cargo();
+    cmd.args(cargo_args);
+    if backend == "tch" {
+        cmd.envs(crate::tch::env()?);
+    }
+    let status = cmd.status().context("running cargo")?;
     if !status.success() {
-        bail!("training under --backend {backend} failed");
+        bail!("the command under --backend {backend} failed");
     }
     Ok(())
 }
 
+/// Re-runs this command (any subcommand) when `--backend` names another backend than this
+/// build's; true when it did, and the caller should stop.
+pub(crate) fn rerun_if_other_backend(backend: Option<&str>) -> anyhow::Result<bool> {
+    let Some(b) = backend else { return Ok(false) };
+    if !["flex", "wgpu", "tch"].contains(&b) {
+        bail!("--backend {b}: accepted values: flex, wgpu, tch");
+    }
+    if clex_train::backend::name().starts_with(b) {
+        return Ok(false);
+    }
+    rerun_with(b)?;
+    Ok(true)
+}
+
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
-    if let Some(b) = &args.backend {
-        if !["flex", "wgpu", "tch"].contains(&b.as_str()) {
-            bail!("--backend {b}: accepted values: flex, wgpu, tch");
-        }
-        let current = clex_train::backend::name();
-        if !current.starts_with(b.as_str()) {
-            return rerun_with(b);
-        }
+    if rerun_if_other_backend(args.backend.as_deref())? {
+        return Ok(());
     }
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").canonicalize().context("locating the workspace")?;
     let mut o = TrainOptions::tiny(root.join("runs").join(&args.name));
@@ -188,7 +201,21 @@ mod tests {
         let got = rerun_args(&args, "wgpu");
         assert_eq!(
             got,
-            strings(&["run", "--release", "-p", "xtask", "--no-default-features", "--features", "wgpu", "--", "train", "--steps", "10", "--name", "x"])
+            strings(&[
+                "run",
+                "--release",
+                "-p",
+                "xtask",
+                "--no-default-features",
+                "--features",
+                "wgpu",
+                "--",
+                "train",
+                "--steps",
+                "10",
+                "--name",
+                "x"
+            ])
         );
     }
 }

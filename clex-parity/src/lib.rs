@@ -1,0 +1,24 @@
+//! clex-parity: one numeric suite, generic over burn's `Backend`, that every backend must
+//! pass: the transformers goldens of the tiny LLaMA and GPT-NeoX, the official-CLEX goldens
+//! (full forwards across t boundaries and KV-cache decoding under both cache policies), and a
+//! few CLEX train steps. `tests/` runs it on flex, wgpu and (opt-in) tch; the same numbers
+//! are expected everywhere, within the per-dtype tolerances of [`Tolerance`].
+
+#![warn(missing_docs)]
+
+mod fixtures;
+mod suite;
+
+pub use fixtures::{fixture, golden};
+pub use suite::{Check, Tolerance, clex_decode, clex_logits, hf_logits, train_losses};
+
+/// Prints a suite's checks as a table and asserts each is within its tolerance.
+pub fn report(backend: &str, checks: &[Check]) {
+    eprintln!("{backend}: {} checks", checks.len());
+    for c in checks {
+        eprintln!("  {:<44} max |diff| {:.2e}  (tolerance {:.0e})", c.name, c.worst, c.tol);
+    }
+    // NaN never passes.
+    let failed: Vec<&Check> = checks.iter().filter(|c| c.worst.is_nan() || c.worst > c.tol).collect();
+    assert!(failed.is_empty(), "{backend}: {} checks over tolerance: {failed:?}", failed.len());
+}

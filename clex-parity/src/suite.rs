@@ -1,0 +1,149 @@
+//! The checks. Each returns the worst absolute difference against the golden, so one run
+//! prints the numbers for every backend and dtype side by side.
+
+use burn::data::dataloader::batcher::Batcher;
+use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::tensor::DType;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use clex_core::ClexBackend;
+use clex_models::{CachePolicy, CausalLm, ForwardOptions, load_from_files};
+use clex_train::batch::{LmBatch, LmBatcher, LmItem};
+use clex_train::step::{ClexLm, StepSettings};
+
+use crate::fixtures::{fixture, golden, ids, max_diff, values};
+
+/// One comparison: its name, the worst absolute difference, and the tolerance it must meet.
+#[derive(Debug, Clone)]
+pub struct Check {
+    /// What was compared.
+    pub name: String,
+    /// max |got − want|.
+    pub worst: f32,
+    /// The bound.
+    pub tol: f32,
+}
+
+/// Progress to stderr as checks finish (a slow backend shows where its time goes).
+fn done(c: Check, t0: std::time::Instant) -> Check {
+    eprintln!("  [{:6.1} s] {}: {:.2e}", t0.elapsed().as_secs_f64(), c.name, c.worst);
+    c
+}
+
+/// Absolute logit tolerances per compute dtype. The goldens are f32; a half-precision model
+/// is compared with them directly, so its bound is its rounding error over a forward pass of
+/// these tiny models: f16 measured up to 3.3e-2 on flex (weights, activations and the
+/// attention all in f16; softmax in f32), bf16 has 3 fewer mantissa bits (8x).
+#[derive(Debug, Clone, Copy)]
+pub struct Tolerance {
+    /// Logits and decode logits.
+    pub logits: f32,
+}
+
+impl Tolerance {
+    /// The bound for `dtype`.
+    pub fn for_dtype(dtype: DType) -> Self {
+        match dtype {
+            DType::F16 => Tolerance { logits: 5e-2 },
+            DType::BF16 => Tolerance { logits: 4e-1 },
+            _ => Tolerance { logits: 1e-4 },
+        }
+    }
+}
+
+fn load<B: Backend>(config: &str, weights: &str, device: &B::Device, dtype: DType) -> CausalLm<B> {
+    load_from_files::<B>(&fixture(config), &[fixture(weights)], device, dtype).unwrap_or_else(|e| panic!("loading {config}: {e}"))
+}
+
+/// transformers' logits of the tiny LLaMA (GQA) and GPT-NeoX (partial rotary, parallel
+/// residual) with default and YaRN RoPE at 64 tokens.
+pub fn hf_logits<B: Backend>(device: &B::Device, dtype: DType) -> Vec<Check> {
+    let g = golden("hf/logits.safetensors");
+    let (input, _) = g.read_f32("inputs/L64").expect("golden inputs");
+    let tol = Tolerance::for_dtype(dtype).logits;
+    let t0 = std::time::Instant::now();
+    let mut out = Vec::new();
+    for arch in ["llama", "gpt_neox"] {
+        for kind in ["default", "yarn"] {
+            let model = load::<B>(&format!("hf/{arch}_{kind}.json"), &format!("hf/{arch}.safetensors"), device, dtype);
+            let logits = values(model.forward(ids(&input, device)).expect("forward"));
+            let (want, _) = g.read_f32(&format!("{arch}/{kind}/L64/logits")).expect("golden logits");
+            out.push(done(Check { name: format!("hf {arch}/{kind} L64 logits"), worst: max_diff(&logits, &want), tol }, t0));
+        }
+    }
+    out
+}
+
+fn clex_model<B: Backend>(name: &str, device: &B::Device, dtype: DType) -> CausalLm<B> {
+    match name {
+        "llama" => load("clex/llama_clex.json", "clex/llama_clex.safetensors", device, dtype),
+        _ => load("clex/gpt_neox_clex.json", "clex/gpt_neox_clex.safetensors", device, dtype),
+    }
+}
+
+/// The official CLEX code's logits (P = 32, T_max = 8) at lengths with t = 1, 2, 2, 4, 8.
+pub fn clex_logits<B: ClexBackend>(device: &B::Device, dtype: DType) -> Vec<Check> {
+    let g = golden("clex/logits.safetensors");
+    let (input, _) = g.read_f32("inputs/ids").expect("golden ids");
+    let tol = Tolerance::for_dtype(dtype).logits;
+    let t0 = std::time::Instant::now();
+    let mut out = Vec::new();
+    for name in ["llama", "gpt_neox"] {
+        let model = clex_model::<B>(name, device, dtype);
+        for len in [20, 33, 64, 100, 256] {
+            let Ok((want, _)) = g.read_f32(&format!("{name}/L{len}/logits")) else { continue };
+            let logits = values(model.forward(ids(&input[..len], device)).expect("forward"));
+            out.push(done(Check { name: format!("clex {name} L{len} logits"), worst: max_diff(&logits, &want), tol }, t0));
+        }
+    }
+    assert!(out.len() >= 6, "the CLEX golden has the expected lengths");
+    out
+}
+
+/// KV-cache decoding from 30 to 70 tokens (t = 1 → 2 → 3) under both cache policies.
+pub fn clex_decode<B: ClexBackend>(device: &B::Device, dtype: DType) -> Vec<Check> {
+    let g = golden("clex/logits.safetensors");
+    let tol = Tolerance::for_dtype(dtype).logits;
+    let t0 = std::time::Instant::now();
+    let mut out = Vec::new();
+    for name in ["llama", "gpt_neox"] {
+        let model = clex_model::<B>(name, device, dtype);
+        let (input, _) = g.read_f32(&format!("{name}/decode/input_ids")).expect("golden decode ids");
+        for (policy, key) in [(CachePolicy::Reference, "step_logits"), (CachePolicy::Recompute, "full_recompute_last_logits")] {
+            let (want, _) = g.read_f32(&format!("{name}/decode/{key}")).expect("golden decode logits");
+            let mut cache = model.new_cache(policy);
+            model.forward_with(ids(&input[..30], device), Some(&mut cache), &ForwardOptions::default()).expect("prefill");
+            let mut got = Vec::new();
+            for s in 0..40 {
+                let step = model.forward_with(ids(&input[30 + s..31 + s], device), Some(&mut cache), &ForwardOptions::default());
+                got.extend(values(step.expect("decode step").logits));
+            }
+            out.push(done(Check { name: format!("clex {name} decode {policy:?} (40 steps)"), worst: max_diff(&got, &want), tol }, t0));
+        }
+    }
+    out
+}
+
+fn batch<B: Backend>(device: &B::Device) -> LmBatch<B> {
+    let text =
+        b"To be, or not to be, that is the question: Whether 'tis nobler in the mind to suffer the slings and arrows of outrageous fortune";
+    let items = (0..2).map(|r| LmItem { index: r, tokens: text[r * 40..r * 40 + 65].iter().map(|&b| u32::from(b)).collect() }).collect();
+    LmBatcher { seed: 3 }.batch(items, device)
+}
+
+/// The loss before each of `steps` AdamW steps of the CLEX train step (sampled t and
+/// fractional positions, ODE in the graph) on a fixed batch of the tiny CLEX-LLaMA.
+pub fn train_losses<B: AutodiffBackend + ClexBackend>(device: &B::Device, steps: usize) -> Vec<f32> {
+    let lm = clex_model::<B>("llama", device, DType::F32);
+    let mut model = ClexLm::new(lm, StepSettings::default());
+    let b = batch::<B>(device);
+    assert!(model.draw(b.key, 64).expect("a CLEX model draws").t > 1, "the fixed batch runs the ODE");
+    let mut optim = AdamWConfig::new().with_weight_decay(0.0).init::<B, ClexLm<B>>();
+    let mut losses = Vec::new();
+    for _ in 0..steps {
+        let (loss, _) = model.train_loss(&b);
+        losses.push(values(loss.clone())[0]);
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = optim.step(3e-3, model, grads);
+    }
+    losses
+}

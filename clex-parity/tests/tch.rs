@@ -1,0 +1,43 @@
+//! The parity suite on libtorch (burn-tch): CUDA device 0 when the linked libtorch sees a GPU,
+//! the CPU otherwise. Opt-in, because it needs libtorch: `cargo xtask setup-tch` once, then
+//! `cargo xtask test-tch` (which sets the environment and runs
+//! `cargo test -p clex-parity --no-default-features --features tch`).
+#![cfg(feature = "tch")]
+
+use burn::tensor::DType;
+use burn_tch::{LibTorch, LibTorchDevice};
+use clex_parity::{clex_decode, clex_logits, hf_logits, report, train_losses};
+
+type B = LibTorch<f32>;
+
+fn device() -> LibTorchDevice {
+    if tch::Cuda::is_available() { LibTorchDevice::Cuda(0) } else { LibTorchDevice::Cpu }
+}
+
+#[test]
+fn f32_matches_the_goldens() {
+    let d = device();
+    let mut checks = hf_logits::<B>(&d, DType::F32);
+    checks.extend(clex_logits::<B>(&d, DType::F32));
+    checks.extend(clex_decode::<B>(&d, DType::F32));
+    report(&format!("tch {d:?} f32"), &checks);
+}
+
+#[test]
+fn half_precision_matches_the_goldens_within_its_tolerance() {
+    let d = device();
+    for dtype in [DType::F16, DType::BF16] {
+        let mut checks = hf_logits::<B>(&d, dtype);
+        checks.extend(clex_logits::<B>(&d, dtype));
+        report(&format!("tch {d:?} {dtype:?}"), &checks);
+    }
+}
+
+#[test]
+fn train_steps_match_flex() {
+    let got = train_losses::<burn::backend::Autodiff<B>>(&device(), 4);
+    let want = train_losses::<burn::backend::Autodiff<burn_flex::Flex>>(&Default::default(), 4);
+    let worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    eprintln!("train losses: tch {got:?}, flex {want:?}; max |diff| {worst:.2e}");
+    assert!(worst < 1e-4, "tch {got:?} vs flex {want:?}");
+}

@@ -1,0 +1,100 @@
+//! The parity suite on wgpu: on a machine without a GPU this is Mesa's lavapipe (software
+//! Vulkan; `apt-get install mesa-vulkan-drivers libvulkan1`), which supports f32 and f16 but
+//! not bf16. The same tolerances as on flex apply, and a few CLEX train steps must give
+//! flex's losses.
+//!
+//! Without any Vulkan/Metal/DX12 adapter the tests print why and pass, unless
+//! `CLEX_REQUIRE_WGPU=1` (set by `.ci/run`, which installs lavapipe) makes that a failure.
+//!
+//! The backend under test is the one clex-train runs on: wgpu without burn's fusion layer
+//! (see `fusion_miscompiles_gpt_neox_decode` below for why).
+#![cfg(feature = "wgpu")]
+
+use burn::tensor::{DType, Int, Tensor, TensorData};
+use burn_wgpu::WgpuDevice;
+use clex_models::{CachePolicy, ForwardOptions};
+use clex_parity::{clex_decode, clex_logits, hf_logits, report, train_losses};
+
+type Wgpu = burn_wgpu::CubeBackend<burn_wgpu::WgpuRuntime, f32, i32, u32>;
+
+/// The default adapter, or None (with the reason printed) when there is none.
+fn device() -> Option<WgpuDevice> {
+    let d = WgpuDevice::DefaultDevice;
+    let probe = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Tensor::<Wgpu, 1>::ones([4], &d).sum().into_data()));
+    if probe.is_ok() {
+        return Some(d);
+    }
+    let required = std::env::var("CLEX_REQUIRE_WGPU").as_deref() == Ok("1");
+    assert!(!required, "CLEX_REQUIRE_WGPU=1 but wgpu found no adapter (install mesa-vulkan-drivers libvulkan1)");
+    eprintln!("skipping: wgpu found no adapter; install mesa-vulkan-drivers libvulkan1 (lavapipe) or run on a GPU");
+    None
+}
+
+#[test]
+fn f32_matches_the_goldens() {
+    let Some(d) = device() else { return };
+    let mut checks = hf_logits::<Wgpu>(&d, DType::F32);
+    checks.extend(clex_logits::<Wgpu>(&d, DType::F32));
+    checks.extend(clex_decode::<Wgpu>(&d, DType::F32));
+    report("wgpu f32", &checks);
+}
+
+#[test]
+fn f16_matches_the_goldens_within_its_tolerance() {
+    let Some(d) = device() else { return };
+    let mut checks = hf_logits::<Wgpu>(&d, DType::F16);
+    checks.extend(clex_logits::<Wgpu>(&d, DType::F16));
+    report("wgpu f16", &checks);
+}
+
+#[test]
+fn train_steps_match_flex() {
+    let Some(d) = device() else { return };
+    let got = train_losses::<burn::backend::Autodiff<Wgpu>>(&d, 4);
+    let want = train_losses::<burn::backend::Autodiff<burn_flex::Flex>>(&Default::default(), 4);
+    let worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    eprintln!("train losses: wgpu {got:?}, flex {want:?}; max |diff| {worst:.2e}");
+    assert!(worst < 1e-4, "wgpu {got:?} vs flex {want:?}");
+}
+
+fn ids<B: burn::tensor::backend::Backend>(v: &[i64], d: &B::Device) -> Tensor<B, 2, Int> {
+    Tensor::from_data(TensorData::new(v.to_vec(), [1, v.len()]), d)
+}
+
+/// burn 0.21's fusion layer over wgpu gets the first decode step of the tiny GPT-NeoX wrong
+/// (max |logit diff| 4.2 against flex, already wrong after layer 1; on lavapipe). Isolated
+/// so far: the prefill and every full forward are right; the rotary (full or partial), the
+/// parallel residual (on or off), linear+bias, LayerNorm, GELU and the cached-attention chain
+/// on their own all match flex to < 1e-6; the same model on `CubeBackend` (no fusion) matches
+/// flex to 4e-6. Hence clex-train's wgpu backend leaves fusion out. Ignored because it
+/// documents an upstream bug: `cargo test -p clex-parity --test wgpu -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn fusion_miscompiles_gpt_neox_decode() {
+    let Some(d) = device() else { return };
+    let cfg = clex_parity::fixture("hf/gpt_neox_default.json");
+    let w = [clex_parity::fixture("hf/gpt_neox.safetensors")];
+    let prompt: Vec<i64> = (0..31).map(|i| (i * 37 % 200) as i64).collect();
+    let step = |fused: bool| -> Vec<f32> {
+        fn run<B: burn::tensor::backend::Backend>(cfg: &std::path::Path, w: &[std::path::PathBuf], d: &B::Device, p: &[i64]) -> Vec<f32> {
+            let m = clex_models::load_from_files::<B>(cfg, w, d, DType::F32).unwrap();
+            let mut cache = m.new_cache(CachePolicy::Reference);
+            m.forward_with(ids(&p[..30], d), Some(&mut cache), &ForwardOptions::default()).unwrap();
+            let out = m.forward_with(ids(&p[30..], d), Some(&mut cache), &ForwardOptions::default()).unwrap();
+            out.logits.into_data().to_vec::<f32>().unwrap()
+        }
+        if fused { run::<burn_wgpu::Wgpu>(&cfg, &w, &d, &prompt) } else { run::<Wgpu>(&cfg, &w, &d, &prompt) }
+    };
+    let reference = {
+        let m = clex_models::load_from_files::<burn_flex::Flex>(&cfg, &w, &Default::default(), DType::F32).unwrap();
+        let mut cache = m.new_cache(CachePolicy::Reference);
+        m.forward_with(ids(&prompt[..30], &Default::default()), Some(&mut cache), &ForwardOptions::default()).unwrap();
+        let out = m.forward_with(ids(&prompt[30..], &Default::default()), Some(&mut cache), &ForwardOptions::default()).unwrap();
+        out.logits.into_data().to_vec::<f32>().unwrap()
+    };
+    let max = |a: &[f32]| a.iter().zip(&reference).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+    let (fused, plain) = (max(&step(true)), max(&step(false)));
+    eprintln!("GPT-NeoX decode step vs flex: fused wgpu {fused:.2e}, unfused wgpu {plain:.2e}");
+    assert!(plain < 1e-4);
+    assert!(fused > 1e-2, "fixed upstream: burn's fusion now gets it right ({fused:.2e}); clex-train could use it again");
+}

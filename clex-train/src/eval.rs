@@ -1,0 +1,236 @@
+//! Perplexity and next-token accuracy under the CLEX paper's protocol: non-overlapping
+//! windows of the evaluation length, one forward each at inference semantics (integer
+//! positions, CLEX t = ceil(N/P), dynamic rope kinds at N), scored on every predicted token.
+//!
+//! [`EvalSet`] fixes the text: regions of long documents, cut into windows of any length
+//! that divides the region, so every length and every model sees the same tokens.
+
+use std::path::Path;
+
+use burn::tensor::{DType, Int, Tensor, TensorData, backend::Backend};
+use clex_models::{CausalLm, ModelConfig, load_model, load_with_config};
+
+use crate::error::TrainError;
+use crate::preset::RopeChoice;
+
+/// Sum of NLL, number of scored tokens, number correct.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct Tally {
+    /// Σ −log p(target).
+    pub nll: f64,
+    /// Targets scored.
+    pub count: usize,
+    /// Targets that were the argmax.
+    pub correct: usize,
+}
+
+/// −log softmax(row)[target], computed in f64 with the max subtracted.
+pub fn token_nll(row: &[f32], target: usize) -> f64 {
+    let max = row.iter().fold(f32::NEG_INFINITY, |m, x| m.max(*x)) as f64;
+    let lse = max + row.iter().map(|x| (*x as f64 - max).exp()).sum::<f64>().ln();
+    lse - row[target] as f64
+}
+
+impl Tally {
+    /// Scores `logits` rows `from..` (`[ids.len(), vocab]`, row i predicting `ids[i + 1]`).
+    pub fn add(&mut self, logits: &[f32], vocab: usize, ids: &[u32], from: usize) {
+        for i in from..ids.len().saturating_sub(1) {
+            let row = &logits[i * vocab..(i + 1) * vocab];
+            let target = ids[i + 1] as usize;
+            self.nll += token_nll(row, target);
+            self.count += 1;
+            self.correct += (clex_models::generate::argmax(row) as usize == target) as usize;
+        }
+    }
+
+    /// Adds another tally.
+    pub fn merge(&mut self, other: Tally) {
+        self.nll += other.nll;
+        self.count += other.count;
+        self.correct += other.correct;
+    }
+
+    /// Mean NLL per scored token (NaN when nothing was scored).
+    pub fn mean_nll(&self) -> f64 {
+        self.nll / self.count as f64
+    }
+
+    /// exp(mean NLL).
+    pub fn perplexity(&self) -> f64 {
+        self.mean_nll().exp()
+    }
+
+    /// Fraction of targets that were the argmax.
+    pub fn accuracy(&self) -> f64 {
+        self.correct as f64 / self.count as f64
+    }
+}
+
+/// The evaluation text: equal regions of long documents.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EvalSet {
+    /// Regions of `region_len` tokens each.
+    pub regions: Vec<Vec<u32>>,
+    /// Tokens per region (the longest evaluation length).
+    pub region_len: usize,
+    /// Documents long enough to contribute.
+    pub documents: usize,
+}
+
+impl EvalSet {
+    /// Each document becomes `BOS + ids` (as [`crate::packing::pack`] starts documents);
+    /// those with at least `region_len` tokens are cut into non-overlapping regions (the
+    /// rest dropped), and up to `max_regions` are taken round-robin over the documents (the
+    /// first region of each, then the second, ...), so every long document contributes.
+    pub fn from_documents(docs: &[Vec<u32>], bos: Option<u32>, region_len: usize, max_regions: usize) -> Self {
+        let per_doc: Vec<Vec<Vec<u32>>> = docs
+            .iter()
+            .map(|d| {
+                let stream: Vec<u32> = bos.into_iter().chain(d.iter().copied()).collect();
+                stream.chunks_exact(region_len.max(1)).map(<[u32]>::to_vec).collect::<Vec<_>>()
+            })
+            .filter(|r| !r.is_empty())
+            .collect();
+        let mut regions = Vec::new();
+        for k in 0.. {
+            let before = regions.len();
+            for doc in &per_doc {
+                if regions.len() < max_regions
+                    && let Some(r) = doc.get(k)
+                {
+                    regions.push(r.clone());
+                }
+            }
+            if regions.len() == before {
+                break;
+            }
+        }
+        EvalSet { regions, region_len, documents: per_doc.len() }
+    }
+
+    /// The windows of `len` tokens: each region cut into `region_len / len` pieces (a
+    /// remainder, when `len` does not divide the region, is dropped).
+    pub fn windows(&self, len: usize) -> Vec<&[u32]> {
+        self.regions.iter().flat_map(|r| r.chunks_exact(len.max(1))).collect()
+    }
+}
+
+/// Scores windows (all of one length) with batched forwards of at most `max_batch_tokens`
+/// tokens (at least one window per forward); every token but each window's first is a
+/// target, predicted from the window's preceding tokens only.
+pub fn score_windows<B: Backend>(model: &CausalLm<B>, windows: &[&[u32]], max_batch_tokens: usize) -> Result<Tally, TrainError> {
+    let Some(first) = windows.first() else { return Ok(Tally::default()) };
+    let len = first.len();
+    if len < 2 || windows.iter().any(|w| w.len() != len) {
+        return Err(TrainError::NotEnoughData(format!("evaluation windows must share one length of at least 2 tokens (first has {len})")));
+    }
+    let vocab = model.config().vocab_size;
+    if let Some(bad) = windows.iter().flat_map(|w| w.iter()).find(|&&t| t as usize >= vocab) {
+        return Err(TrainError::NotEnoughData(format!("token id {bad} is outside the model's vocabulary of {vocab}")));
+    }
+    let device = model.embed.weight.val().device();
+    let mut tally = Tally::default();
+    for batch in windows.chunks((max_batch_tokens / len).max(1)) {
+        let ids: Vec<i64> = batch.iter().flat_map(|w| w.iter().map(|&t| t as i64)).collect();
+        let tokens = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [batch.len(), len]), &device);
+        let logits: Vec<f32> = model.forward(tokens)?.into_data().iter::<f32>().collect();
+        for (w, rows) in batch.iter().zip(logits.chunks_exact(len * vocab)) {
+            tally.add(rows, vocab, w, 0);
+        }
+    }
+    Ok(tally)
+}
+
+/// Loads an HF model directory in f32 for evaluation, optionally with its `rope_scaling`
+/// replaced by `rope`'s (e.g. dynamic NTK at inference on a model trained with plain RoPE).
+pub fn load_for_eval<B: Backend>(dir: &Path, rope: Option<&RopeChoice>, device: &B::Device) -> Result<CausalLm<B>, TrainError> {
+    let Some(rope) = rope else { return Ok(load_model::<B>(dir, device, DType::F32)?) };
+    let path = dir.join("config.json");
+    let mut raw = ModelConfig::from_file(&path)?.raw;
+    raw["rope_scaling"] = rope.rope_scaling();
+    let cfg = ModelConfig::from_json(raw, &path)?;
+    Ok(load_with_config::<B>(cfg, dir, device, DType::F32)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::preset::{Preset, preset_config};
+    use burn::backend::Flex;
+    use burn::tensor::activation::log_softmax;
+    use clex_models::init_model;
+
+    fn model(rope: RopeChoice) -> CausalLm<Flex> {
+        let raw = preset_config(Preset::Tiny, 64, &rope, Some(0));
+        init_model(ModelConfig::from_json(raw, Path::new("<test>")).unwrap(), &Default::default(), 3)
+    }
+
+    fn ids(n: usize, salt: u32) -> Vec<u32> {
+        (0..n as u32).map(|i| (i * 7 + salt * 13 + i * i % 5) % 63 + 1).collect()
+    }
+
+    #[test]
+    fn regions_are_round_robin_over_long_documents_with_bos() {
+        let docs = vec![ids(10, 1), ids(3, 2), ids(9, 3)];
+        let set = EvalSet::from_documents(&docs, Some(0), 4, 5);
+        // Doc 0: 11 tokens → 2 regions; doc 1: 4 → 1; doc 2: 10 → 2 (remainders dropped).
+        assert_eq!(set.documents, 3);
+        let bos_doc = |d: &Vec<u32>| std::iter::once(0).chain(d.iter().copied()).collect::<Vec<u32>>();
+        let (d0, d1, d2) = (bos_doc(&docs[0]), bos_doc(&docs[1]), bos_doc(&docs[2]));
+        assert_eq!(set.regions, vec![d0[..4].to_vec(), d1[..4].to_vec(), d2[..4].to_vec(), d0[4..8].to_vec(), d2[4..8].to_vec()]);
+        assert_eq!(EvalSet::from_documents(&docs, Some(0), 4, 2).regions.len(), 2);
+        // Every length covers the same tokens.
+        let flat = |len| set.windows(len).concat();
+        assert_eq!(flat(2), flat(4));
+        assert_eq!(set.windows(2).len(), 10);
+    }
+
+    #[test]
+    fn batched_scores_equal_a_direct_log_softmax_per_window() {
+        for rope in [RopeChoice::None, RopeChoice::Clex { max_factor: 4 }] {
+            let m = model(rope);
+            // 3 windows of 2P = 256 tokens: CLEX runs at t = 2.
+            let data: Vec<Vec<u32>> = (0..3).map(|s| ids(256, s)).collect();
+            let windows: Vec<&[u32]> = data.iter().map(Vec::as_slice).collect();
+            let batched = score_windows(&m, &windows, 1024).unwrap();
+            let single = score_windows(&m, &windows, 1).unwrap();
+            assert_eq!(batched.count, 3 * 255);
+            assert_eq!(batched.correct, single.correct);
+            assert!((batched.nll - single.nll).abs() < 1e-3 * batched.nll.abs(), "{batched:?} vs {single:?}");
+
+            let mut direct = 0.0f64;
+            for w in &windows {
+                let t = Tensor::<Flex, 2, Int>::from_data(
+                    TensorData::new(w.iter().map(|&x| x as i64).collect(), [1, 256]),
+                    &Default::default(),
+                );
+                let lp: Vec<f32> = log_softmax(m.forward(t).unwrap(), 2).into_data().iter::<f32>().collect();
+                direct -= (0..255).map(|i| lp[i * 64 + w[i + 1] as usize] as f64).sum::<f64>();
+            }
+            assert!((batched.nll - direct).abs() < 1e-3 * direct, "{} vs {direct}", batched.nll);
+            assert!((batched.perplexity() - (direct / 765.0).exp()).abs() < 1e-2);
+            assert!((0.0..=1.0).contains(&batched.accuracy()));
+        }
+    }
+
+    #[test]
+    fn mistakes_are_errors() {
+        let m = model(RopeChoice::None);
+        let (a, b) = (ids(8, 0), ids(9, 0));
+        assert!(score_windows(&m, &[&a, &b], 64).is_err());
+        assert!(score_windows(&m, &[&[1u32][..]], 64).is_err());
+        assert!(score_windows(&m, &[&[1u32, 64][..]], 64).is_err());
+        assert_eq!(score_windows(&m, &[], 64).unwrap(), Tally::default());
+    }
+
+    #[test]
+    fn load_for_eval_rewrites_only_the_scaling() {
+        let dir = tempfile::tempdir().unwrap();
+        clex_models::save_model(&model(RopeChoice::None), dir.path()).unwrap();
+        let m = load_for_eval::<Flex>(dir.path(), Some(&RopeChoice::Dynamic(2.0)), &Default::default()).unwrap();
+        assert!(matches!(m.rope().scaling, clex_core::RopeScaling::Dynamic { .. }), "{:?}", m.rope().scaling);
+        assert_eq!(m.config().num_layers, 4);
+        let plain = load_for_eval::<Flex>(dir.path(), None, &Default::default()).unwrap();
+        assert!(matches!(plain.rope().scaling, clex_core::RopeScaling::Default), "{:?}", plain.rope().scaling);
+    }
+}

@@ -1,0 +1,590 @@
+//! The experiment's report, made only from the numbers of the run: tables for stdout,
+//! EXTRAPOLATION.md (setup, tables, plot, claims check), extrapolation.svg and
+//! extrapolation.json.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use clex_train::eval::{EvalSet, Tally};
+use clex_train::plot::{Series, line_chart};
+use clex_train::preset::RopeChoice;
+use serde_json::{Value, json};
+
+use super::Settings;
+use super::stages::StageOutcome;
+
+/// One evaluation length of one model.
+#[derive(Debug, Clone)]
+pub struct Point {
+    /// Evaluation length N.
+    pub len: usize,
+    /// Windows of N tokens scored.
+    pub windows: usize,
+    /// Their NLL, token count and correct predictions.
+    pub tally: Tally,
+}
+
+/// One evaluated model.
+#[derive(Debug, Clone)]
+pub struct Evaluated {
+    /// Stable key (`rope`, `clex`, ...), used by the claims.
+    pub key: String,
+    /// Row label.
+    pub label: String,
+    /// How the weights were made.
+    pub how: String,
+    /// Model directory.
+    pub model: PathBuf,
+    /// Parameters (CLEX adds its ODE's).
+    pub params: usize,
+    /// Results per length.
+    pub points: Vec<Point>,
+    /// Wall time of the evaluation.
+    pub wall_s: f64,
+}
+
+/// Everything the report is made from.
+pub struct Report<'a> {
+    /// The settings of the run.
+    pub settings: &'a Settings,
+    /// Workspace root; paths in the report are relative to it.
+    pub root: &'a Path,
+    /// Training stages and their ropes.
+    pub stages: &'a [(StageOutcome, RopeChoice)],
+    /// Evaluated models.
+    pub methods: &'a [Evaluated],
+    /// The evaluation text.
+    pub eval_set: &'a EvalSet,
+    /// Validation documents in all.
+    pub eval_documents: usize,
+    /// Wall time of the whole command so far.
+    pub wall_s: f64,
+}
+
+/// A named line of the plot: (legend, points).
+type Curve = (String, Vec<(f64, f64)>);
+
+/// A claim of the paper, checked against this run.
+struct Claim {
+    statement: String,
+    holds: Option<bool>,
+    detail: String,
+}
+
+fn fmt_ppl(v: f64) -> String {
+    if !v.is_finite() {
+        "n/a".into()
+    } else if v >= 1000.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+fn minutes(s: f64) -> String {
+    if s.is_finite() { format!("{:.0} min {:02.0} s", (s / 60.0).floor(), s % 60.0) } else { "n/a".into() }
+}
+
+impl Report<'_> {
+    /// `p` relative to the workspace root when inside it.
+    pub fn rel(&self, p: &Path) -> String {
+        p.strip_prefix(self.root).unwrap_or(p).display().to_string()
+    }
+
+    fn lengths(&self) -> Vec<usize> {
+        self.settings.lengths()
+    }
+
+    fn method(&self, key: &str) -> Option<&Evaluated> {
+        self.methods.iter().find(|m| m.key == key)
+    }
+
+    fn ppl(&self, key: &str, len: usize) -> Option<f64> {
+        self.method(key)?.points.iter().find(|p| p.len == len).map(|p| p.tally.perplexity())
+    }
+
+    /// Rows of `metric` per method and length, formatted.
+    fn rows(&self, metric: fn(&Tally) -> String) -> Vec<(String, Vec<String>)> {
+        let lengths = self.lengths();
+        self.methods
+            .iter()
+            .map(|m| {
+                let cells = lengths
+                    .iter()
+                    .map(|len| m.points.iter().find(|p| p.len == *len).map(|p| metric(&p.tally)).unwrap_or_else(|| "-".into()))
+                    .collect();
+                (m.label.clone(), cells)
+            })
+            .collect()
+    }
+
+    fn markdown_table(&self, metric: fn(&Tally) -> String) -> String {
+        let lengths = self.lengths();
+        let l = self.settings.seq_len;
+        let mut s = String::from("| method | weights |");
+        for len in &lengths {
+            let _ = write!(s, " {len} ({}L) |", len / l);
+        }
+        s.push_str("\n|---|---|");
+        s.push_str(&"---:|".repeat(lengths.len()));
+        s.push('\n');
+        for ((label, cells), m) in self.rows(metric).into_iter().zip(self.methods) {
+            let _ = writeln!(s, "| {label} | {} | {} |", m.how, cells.join(" | "));
+        }
+        s
+    }
+
+    fn plain_table(&self, title: &str, metric: fn(&Tally) -> String) -> String {
+        let mut s = format!("{title}\n{:<28}", "method");
+        for len in self.lengths() {
+            let _ = write!(s, "{len:>10}");
+        }
+        s.push('\n');
+        for (label, cells) in self.rows(metric) {
+            let _ = write!(s, "{label:<28}");
+            for c in cells {
+                let _ = write!(s, "{c:>10}");
+            }
+            s.push('\n');
+        }
+        s
+    }
+
+    /// The perplexity and accuracy tables as plain text.
+    pub fn stdout_tables(&self) -> String {
+        format!(
+            "\n{}\n{}",
+            self.plain_table("perplexity (validation, non-overlapping windows of each length)", |t| fmt_ppl(t.perplexity())),
+            self.plain_table("next-token accuracy", |t| format!("{:.4}", t.accuracy()))
+        )
+    }
+
+    fn claims(&self) -> Vec<Claim> {
+        let l = self.settings.seq_len;
+        let ratio = |key: &str, len: usize| Some((self.ppl(key, l)?, self.ppl(key, len)?));
+        let mut out = Vec::new();
+        let (holds, detail) = match ratio("rope", 4 * l) {
+            Some((a, b)) => {
+                (Some(b >= 3.0 * a), format!("RoPE: PPL {} at L = {l}, {} at 4L = {} ({:.2}×).", fmt_ppl(a), fmt_ppl(b), 4 * l, b / a))
+            }
+            None => (None, "4L was not evaluated.".into()),
+        };
+        out.push(Claim { statement: "(a) plain RoPE's PPL at 4L is at least 3× its PPL at L".into(), holds, detail });
+        let (holds, detail) = match ratio("clex", 4 * l) {
+            Some((a, b)) => (
+                Some(b <= 1.05 * a),
+                format!("CLEX: PPL {} at L, {} at 4L ({:+.1}%; lower counts as within).", fmt_ppl(a), fmt_ppl(b), (b / a - 1.0) * 100.0),
+            ),
+            None => (None, "4L was not evaluated.".into()),
+        };
+        out.push(Claim { statement: "(b) CLEX's PPL at 4L is within 5% of its PPL at L".into(), holds, detail });
+        let at8: Vec<(&Evaluated, f64)> = self.methods.iter().filter_map(|m| Some((m, self.ppl(&m.key, 8 * l)?))).collect();
+        let (holds, detail) = if at8.is_empty() || self.method("clex").is_none() {
+            (None, "8L was not evaluated.".into())
+        } else {
+            let mut ranked = at8.clone();
+            ranked.sort_by(|a, b| a.1.total_cmp(&b.1));
+            let list: Vec<String> = ranked.iter().map(|(m, p)| format!("{} {}", m.label, fmt_ppl(*p))).collect();
+            (Some(ranked[0].0.key == "clex"), format!("At 8L = {}: {}.", 8 * l, list.join(" < ")))
+        };
+        out.push(Claim { statement: "(c) CLEX has the lowest PPL of all methods at 8L".into(), holds, detail });
+        out
+    }
+
+    fn observations(&self) -> Vec<String> {
+        let l = self.settings.seq_len;
+        let mut out = Vec::new();
+        let best: Vec<String> = self
+            .lengths()
+            .iter()
+            .filter_map(|&len| {
+                let (m, p) = self.methods.iter().filter_map(|m| Some((m, self.ppl(&m.key, len)?))).min_by(|a, b| a.1.total_cmp(&b.1))?;
+                Some(format!("{len}: {} ({})", m.label, fmt_ppl(p)))
+            })
+            .collect();
+        out.push(format!("Lowest PPL per length: {}.", best.join("; ")));
+        for key in ["pi", "yarn", "pi-4L", "dynamic-ntk"] {
+            let Some(m) = self.method(key) else { continue };
+            let wins: Vec<String> = self
+                .lengths()
+                .iter()
+                .filter_map(|&len| {
+                    let (p, c) = (self.ppl(key, len)?, self.ppl("clex", len)?);
+                    (p < c).then(|| format!("{len} ({} vs {})", fmt_ppl(p), fmt_ppl(c)))
+                })
+                .collect();
+            out.push(if wins.is_empty() {
+                format!("{} does not beat CLEX at any evaluated length.", m.label)
+            } else {
+                format!("{} beats CLEX at {}.", m.label, wins.join(", "))
+            });
+        }
+        if let Some(base) = self.ppl("rope", l) {
+            let costs: Vec<String> = self
+                .methods
+                .iter()
+                .filter(|m| m.key != "rope")
+                .filter_map(|m| Some(format!("{} {:+.1}%", m.label, (self.ppl(&m.key, l)? / base - 1.0) * 100.0)))
+                .collect();
+            out.push(format!("At the training length L = {l}, relative to continued RoPE ({}): {}.", fmt_ppl(base), costs.join(", ")));
+        }
+        let gains: Vec<String> = self
+            .lengths()
+            .iter()
+            .filter_map(|&len| Some(format!("{len}: {:+.1}%", (self.ppl("clex", len)? / self.ppl("dynamic-ntk", len)? - 1.0) * 100.0)))
+            .collect();
+        if !gains.is_empty() {
+            out.push(format!(
+                "CLEX against its untrained starting point, dynamic NTK ({}) on the stage-1 weights (PPL change): {}.",
+                self.settings.ntk_factor,
+                gains.join(", ")
+            ));
+        }
+        out
+    }
+
+    fn setup(&self) -> String {
+        let s = self.settings;
+        let l = s.seq_len;
+        let stage1 = &self.stages[0].0;
+        let params = self.method("rope-stage1").map(|m| m.params).unwrap_or(0);
+        let clex_params = self.method("clex").map(|m| m.params.saturating_sub(params)).unwrap_or(0);
+        let nproc = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+        let cpu = std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|t| t.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(|m| m.trim().to_string()))
+            .unwrap_or_else(|| std::env::consts::ARCH.into());
+        let region = self.eval_set.region_len;
+        let regions = self.eval_set.regions.len();
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "- **Model**: tiny LLaMA (`Preset::Tiny`): 4 layers, width 128, 4 heads (2 KV), head_dim 32, vocab 2048, \
+             {params} parameters (CLEX adds {clex_params}); P = max_position_embeddings = {l}; training length L = {l}."
+        );
+        let _ = writeln!(
+            out,
+            "- **Data**: the bundled corpus (`data/corpus.jsonl.gz`{}), fixed document-level split; byte-level BPE (2048 \
+             entries) trained on the train split in stage 1 and used by every model: {} train tokens, {} validation tokens.",
+            if s.quick { "; quick mode: every validation document and every 8th train document" } else { "" },
+            stage1.tokens.0,
+            stage1.tokens.1
+        );
+        let _ = writeln!(
+            out,
+            "- **Stage 1**: plain RoPE from scratch, {} micro-batches of {} × {l} tokens ({:.1} M tokens), AdamW, peak LR {}, \
+             5% warmup, cosine to 10%, per-tensor gradient clip 1.0, seed {}.",
+            stage1.steps,
+            s.batch_size,
+            (stage1.steps * s.batch_size * l) as f64 / 1e6,
+            s.lr.0,
+            s.seed.0
+        );
+        let _ = writeln!(
+            out,
+            "- **Stage 2**: from the stage-1 weights, each run {} micro-batches of {} × {l} tokens, peak LR {}, seed {} \
+             (the same data order for every run; another seed than stage 1 so the runs do not replay stage 1's first batches): \
+             plain RoPE continued; PI (linear, factor {}); YaRN (factor {}); CLEX (T_max = {}, tanh, a fresh CLEX layer, \
+             which at step 0 is exactly dynamic NTK with α = 2t − 1; t ~ U{{1..{}}} and sampled positions over [0, t·P) per step).{}",
+            s.steps.1,
+            s.batch_size,
+            s.lr.1,
+            s.seed.1,
+            s.pi_factor,
+            s.yarn_factor,
+            s.max_factor,
+            s.max_factor,
+            if s.long_pi {
+                format!(
+                    " Reference: PI (factor {}) trained at 4L = {} with {} × {} tokens per micro-batch.",
+                    s.pi_factor,
+                    4 * l,
+                    (s.batch_size / 4).max(1),
+                    4 * l
+                )
+            } else {
+                String::new()
+            }
+        );
+        let _ = writeln!(
+            out,
+            "- **No training**: dynamic NTK with factor {} on the stage-1 weights. Factor 2 is the one whose trajectory CLEX \
+             starts from: HF's dynamic NTK uses α = F·N/P − (F − 1), which for F = 2 at N = t·P is α = 2t − 1, CLEX's θ(t) \
+             at initialisation (docs/CLEX.md §3.4). So this row is CLEX before its stage-2 training, and the CLEX row shows \
+             what that training added.",
+            s.ntk_factor
+        );
+        let _ = writeln!(
+            out,
+            "- **Evaluation**: validation documents of at least {region} tokens ({} of {}), each tokenised with BOS first; \
+             {regions} regions of {region} tokens taken round-robin over those documents; at every length N each region is \
+             cut into non-overlapping windows of N tokens, so every length and every model scores the same {} tokens \
+             ({} predictions per length: all but each window's first token). One forward per window at inference \
+             semantics (integer positions, CLEX t = ceil(N/P), dynamic NTK at N). PPL = exp(mean NLL over all predicted \
+             tokens); accuracy = argmax = next token.",
+            self.eval_set.documents,
+            self.eval_documents,
+            regions * region,
+            regions * region - regions * region / l,
+        );
+        let _ = writeln!(
+            out,
+            "- **Machine**: {nproc} CPU cores ({cpu}), backend {}; wall time {} in all.\n",
+            clex_train::backend::name(),
+            minutes(self.wall_s)
+        );
+        out.push_str("| stage | rope | length × batch | micro-batches | wall time | status |\n|---|---|---|---:|---:|---|\n");
+        for (st, rope) in self.stages {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} × {} | {} | {} | {} |",
+                st.name,
+                rope_name(rope),
+                st.seq_len,
+                st.batch_size,
+                st.steps,
+                minutes(st.wall_s),
+                st.status
+            );
+        }
+        let eval_s: f64 = self.methods.iter().map(|m| m.wall_s).sum();
+        let _ =
+            writeln!(out, "| evaluation | {} models × {} lengths | | | {} | |", self.methods.len(), self.lengths().len(), minutes(eval_s));
+        out
+    }
+
+    fn markdown(&self) -> String {
+        let s = self.settings;
+        let mut md = String::from("# Length extrapolation at small scale: CLEX against RoPE, PI, YaRN and dynamic NTK\n\n");
+        let _ = writeln!(
+            md,
+            "*Generated by `cargo xtask experiment{}`; every number below comes from that run. Rerunning the command \
+             regenerates this file, [extrapolation.svg](extrapolation.svg) and [extrapolation.json](extrapolation.json).*\n",
+            if s.quick { " --quick" } else { "" }
+        );
+        if s.quick {
+            md.push_str(
+                "> **Quick mode.** A smoke test with tiny step counts and few evaluation windows: the models are barely \
+                 trained and the numbers say nothing about the method.\n\n",
+            );
+        }
+        md.push_str(
+            "The CLEX paper's headline: a model trained at 4k with CLEX keeps its perplexity up to 16k, while LLaMA-2 \
+             without scaling explodes beyond its training length and PI / YaRN need training at the longer length. \
+             This is the same comparison on a tiny model and the bundled corpus, with L = P = 128 and evaluation up to ",
+        );
+        let _ = write!(md, "{}L.\n\n## Setup\n\n", s.multiples.iter().max().copied().unwrap_or(1));
+        md.push_str(&self.setup());
+        md.push_str("\n## Perplexity\n\n");
+        md.push_str(&self.markdown_table(|t| fmt_ppl(t.perplexity())));
+        md.push_str("\n## Next-token accuracy\n\n");
+        md.push_str(&self.markdown_table(|t| format!("{:.4}", t.accuracy())));
+        let (curves, cap) = self.plot_series();
+        md.push_str("\n## Plot\n\n![Perplexity against evaluation length](extrapolation.svg)\n\nLog-scale length axis.");
+        if curves.iter().any(|(_, pts)| pts.iter().any(|p| p.1 >= cap)) {
+            let _ = write!(
+                md,
+                " The perplexity axis stops at {} (3× the highest PPL at L); curves that go higher are drawn along the top \
+                 edge, and their legend gives their maximum.",
+                fmt_ppl(cap)
+            );
+        }
+        md.push_str("\n\n");
+        md.push_str("## Claims check\n\n");
+        for c in self.claims() {
+            let verdict = match c.holds {
+                Some(true) => "**holds**",
+                Some(false) => "**does not hold**",
+                None => "**not checked**",
+            };
+            let _ = writeln!(md, "- {}: {verdict}. {}", c.statement, c.detail);
+        }
+        md.push_str("\nOther observations:\n\n");
+        for o in self.observations() {
+            let _ = writeln!(md, "- {o}");
+        }
+        md.push_str("\n## Raw data\n\n[extrapolation.json](extrapolation.json): settings, stages, and per model and length the windows, scored tokens, summed NLL, correct predictions, PPL and accuracy.\n");
+        md
+    }
+
+    /// Series for the plot, with PPL clamped at a cap so flat curves stay readable.
+    fn plot_series(&self) -> (Vec<Curve>, f64) {
+        let l = self.settings.seq_len;
+        let at_l = self.methods.iter().filter_map(|m| self.ppl(&m.key, l)).fold(0.0f64, f64::max);
+        let cap = if at_l > 0.0 { 3.0 * at_l } else { f64::INFINITY };
+        let series = self
+            .methods
+            .iter()
+            .map(|m| {
+                let pts: Vec<(f64, f64)> = m.points.iter().map(|p| (p.len as f64, p.tally.perplexity())).collect();
+                let max = pts.iter().map(|p| p.1).fold(0.0f64, f64::max);
+                let name = if max > cap { format!("{} (max {})", m.label, fmt_ppl(max)) } else { m.label.clone() };
+                (name, pts.into_iter().map(|(x, y)| (x, y.min(cap))).collect())
+            })
+            .collect();
+        (series, cap)
+    }
+
+    fn svg(&self) -> String {
+        let (series, _) = self.plot_series();
+        let series: Vec<Series<'_>> = series.iter().map(|(n, p)| Series { name: n, points: p.clone(), markers: false }).collect();
+        line_chart(
+            "Validation perplexity against evaluation length (L = 128)",
+            "evaluation length (tokens, log scale)",
+            "PPL",
+            &series,
+            true,
+        )
+    }
+
+    fn json(&self) -> Value {
+        let s = self.settings;
+        json!({
+            "mode": if s.quick { "quick" } else { "full" },
+            "settings": {
+                "seq_len": s.seq_len, "batch_size": s.batch_size, "stage1_steps": s.steps.0, "stage2_steps": s.steps.1,
+                "stage1_lr": s.lr.0, "stage2_lr": s.lr.1, "stage1_seed": s.seed.0, "stage2_seed": s.seed.1,
+                "clex_max_factor": s.max_factor, "pi_factor": s.pi_factor, "yarn_factor": s.yarn_factor,
+                "dynamic_ntk_factor": s.ntk_factor, "lengths": s.lengths(), "regions": self.eval_set.regions.len(),
+                "region_tokens": self.eval_set.region_len, "eval_documents": self.eval_set.documents,
+            },
+            "machine": {
+                "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+                "backend": clex_train::backend::name(),
+            },
+            "wall_s": self.wall_s,
+            "stages": self.stages.iter().map(|(st, rope)| json!({
+                "name": st.name, "rope": rope_name(rope), "seq_len": st.seq_len, "batch_size": st.batch_size,
+                "steps": st.steps, "wall_s": st.wall_s, "status": st.status,
+                "train_tokens": st.tokens.0, "valid_tokens": st.tokens.1,
+            })).collect::<Vec<_>>(),
+            "methods": self.methods.iter().map(|m| json!({
+                "key": m.key, "label": m.label, "weights": m.how, "model": self.rel(&m.model), "params": m.params,
+                "eval_wall_s": m.wall_s,
+                "results": m.points.iter().map(|p| json!({
+                    "length": p.len, "windows": p.windows, "tokens": p.tally.count, "nll_sum": p.tally.nll,
+                    "correct": p.tally.correct, "mean_nll": p.tally.mean_nll(), "perplexity": p.tally.perplexity(),
+                    "accuracy": p.tally.accuracy(),
+                })).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+            "claims": self.claims().iter().map(|c| json!({"claim": c.statement, "holds": c.holds, "detail": c.detail})).collect::<Vec<_>>(),
+        })
+    }
+
+    /// Writes EXTRAPOLATION.md, extrapolation.svg and extrapolation.json into `dir`.
+    pub fn write(&self, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+        let files = [
+            (dir.join("EXTRAPOLATION.md"), self.markdown()),
+            (dir.join("extrapolation.svg"), self.svg()),
+            (dir.join("extrapolation.json"), serde_json::to_string_pretty(&self.json())? + "\n"),
+        ];
+        std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
+        let mut written = Vec::new();
+        for (path, text) in files {
+            clex_models::write_atomic(&path, text.as_bytes())?;
+            written.push(path);
+        }
+        Ok(written)
+    }
+}
+
+fn rope_name(r: &RopeChoice) -> String {
+    match r {
+        RopeChoice::None => "RoPE".into(),
+        RopeChoice::Linear(f) => format!("PI (linear {f})"),
+        RopeChoice::Dynamic(f) => format!("dynamic NTK ({f})"),
+        RopeChoice::Yarn(f) => format!("YaRN ({f})"),
+        RopeChoice::Clex { max_factor } => format!("CLEX (T_max {max_factor})"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> Settings {
+        Settings {
+            quick: false,
+            seq_len: 128,
+            batch_size: 8,
+            steps: (10, 5),
+            lr: (3e-3, 1e-3),
+            seed: (42, 43),
+            max_factor: 16,
+            pi_factor: 4.0,
+            yarn_factor: 8.0,
+            ntk_factor: 2.0,
+            multiples: vec![1, 2, 4, 8],
+            regions: 1,
+            batch_tokens: 4096,
+            long_pi: false,
+            data: PathBuf::from("corpus.jsonl"),
+        }
+    }
+
+    /// A method whose PPL at 128·m is `ppl[i]` (1000 tokens each).
+    fn method(key: &str, ppl: &[f64]) -> Evaluated {
+        let points = ppl
+            .iter()
+            .zip([1, 2, 4, 8])
+            .map(|(p, m)| Point { len: 128 * m, windows: 1, tally: Tally { nll: p.ln() * 1000.0, count: 1000, correct: 100 } })
+            .collect();
+        Evaluated {
+            key: key.into(),
+            label: key.to_uppercase(),
+            how: "test".into(),
+            model: "/root/x".into(),
+            params: 1,
+            points,
+            wall_s: 1.0,
+        }
+    }
+
+    fn report_of<'a>(s: &'a Settings, methods: &'a [Evaluated], set: &'a EvalSet, stages: &'a [(StageOutcome, RopeChoice)]) -> Report<'a> {
+        Report { settings: s, root: Path::new("/root"), stages, methods, eval_set: set, eval_documents: 3, wall_s: 60.0 }
+    }
+
+    #[test]
+    fn claims_follow_the_numbers() {
+        let s = settings();
+        let set = EvalSet { regions: vec![vec![0; 1024]], region_len: 1024, documents: 1 };
+        let stage = StageOutcome {
+            name: "stage1".into(),
+            seq_len: 128,
+            batch_size: 8,
+            steps: 10,
+            wall_s: 5.0,
+            status: "trained",
+            tokens: (1, 1),
+            fingerprint: String::new(),
+        };
+        let stages = [(stage, RopeChoice::None)];
+        let methods = [
+            method("rope", &[50.0, 80.0, 200.0, 900.0]),
+            method("pi", &[55.0, 52.0, 51.0, 60.0]),
+            method("clex", &[52.0, 51.0, 53.0, 55.0]),
+        ];
+        let r = report_of(&s, &methods, &set, &stages);
+        let verdicts: Vec<Option<bool>> = r.claims().iter().map(|c| c.holds).collect();
+        assert_eq!(verdicts, [Some(true), Some(true), Some(true)]);
+        let obs = r.observations().join("\n");
+        assert!(obs.contains("PI beats CLEX at 512 (51.00 vs 53.00)."), "{obs}");
+
+        let methods = [
+            method("rope", &[50.0, 60.0, 100.0, 300.0]),
+            method("pi", &[55.0, 52.0, 51.0, 50.0]),
+            method("clex", &[50.0, 51.0, 60.0, 70.0]),
+        ];
+        let r = report_of(&s, &methods, &set, &stages);
+        let verdicts: Vec<Option<bool>> = r.claims().iter().map(|c| c.holds).collect();
+        assert_eq!(verdicts, [Some(false), Some(false), Some(false)]);
+        // RoPE's 300 is above the plot's cap of 3 × 55 and is clamped there, named with its maximum.
+        let (curves, cap) = r.plot_series();
+        assert!((cap - 165.0).abs() < 1e-9, "{cap}");
+        assert!(curves[0].0.contains("max 300.00") && curves[0].1[3].1 == cap, "{curves:?}");
+        let md = r.markdown();
+        assert!(md.contains("| ROPE | test | 50.00 | 60.00 | 100.00 | 300.00 |"), "{md}");
+        assert!(md.contains("**does not hold**") && !md.contains("/root/"), "{md}");
+        assert_eq!(r.json()["methods"][0]["model"], "x");
+    }
+}
