@@ -96,11 +96,13 @@ impl<B: Backend> Attention<B> {
         let k_all = self.repeat_kv(k_all);
         let v_all = self.repeat_kv(v_all);
         let scores = q.matmul(k_all.swap_dims(2, 3)).mul_scalar(1.0 / (self.head_dim as f64).sqrt());
-        // A large finite value, not -inf: rows that are all padding stay finite.
-        let scores = scores.mask_fill(mask.clone(), -1.0e30);
-        // Softmax in f32 whatever the compute dtype, as transformers' eager path does.
+        // Mask and softmax in f32 whatever the compute dtype, as transformers' eager path
+        // does; the mask value is a large finite f32 (rows that are all padding stay finite),
+        // which f16 could not hold (libtorch refuses the conversion).
         let dtype = scores.dtype();
-        let probs = if dtype == DType::F32 { softmax(scores, 3) } else { softmax(scores.cast(FloatDType::F32), 3).cast(dtype) };
+        let scores = if dtype == DType::F32 { scores } else { scores.cast(FloatDType::F32) };
+        let probs = softmax(scores.mask_fill(mask.clone(), -1.0e30), 3);
+        let probs = if dtype == DType::F32 { probs } else { probs.cast(dtype) };
         let out = probs.matmul(v_all); // [b, h, s, d]
         let out = out.swap_dims(1, 2).reshape([b, s, self.num_heads * self.head_dim]);
         self.o_proj.forward(out)
