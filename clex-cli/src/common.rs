@@ -165,10 +165,3 @@ pub fn last_row(logits: Tensor<Inference, 3>) -> anyhow::Result<Vec<f32>> {
     let [_, s, vocab] = logits.dims();
     logits.narrow(1, s - 1, 1).reshape([vocab]).into_data().convert::<f32>().to_vec::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"))
 }
-
-/// −log softmax(row)[target], computed in f64 with the max subtracted.
-pub fn nll(row: &[f32], target: usize) -> f64 {
-    let max = row.iter().fold(f32::NEG_INFINITY, |m, x| m.max(*x)) as f64;
-    let lse = max + row.iter().map(|x| (*x as f64 - max).exp()).sum::<f64>().ln();
-    lse - row[target] as f64
-}

@@ -9,7 +9,9 @@ use clex_models::{CachePolicy, CausalLm, ForwardOptions};
 use clex_train::backend::{self, Inference};
 use clex_train::corpus::{Split, read_documents};
 
-use crate::common::{ModelSpec, RopeOverride, default_bos, ids_tensor, model_tokenizer, nll, parse_dtype, require_model};
+use clex_train::eval::Tally;
+
+use crate::common::{ModelSpec, RopeOverride, default_bos, ids_tensor, model_tokenizer, parse_dtype, require_model};
 
 /// Arguments of `clex perplexity`.
 #[derive(clap::Args, Debug)]
@@ -64,30 +66,6 @@ pub struct PerplexityArgs {
     plot: Option<PathBuf>,
     #[command(flatten)]
     rope: RopeOverride,
-}
-
-/// Sum of NLL, number of scored tokens, number correct.
-#[derive(Debug, Default, Clone, Copy, PartialEq)]
-pub struct Tally {
-    /// Σ −log p(target).
-    pub nll: f64,
-    /// Targets scored.
-    pub count: usize,
-    /// Targets that were the argmax.
-    pub correct: usize,
-}
-
-impl Tally {
-    /// Scores `logits` rows `from..` (each predicting the next token of `ids`).
-    fn add(&mut self, logits: &[f32], vocab: usize, ids: &[u32], from: usize) {
-        for i in from..ids.len() - 1 {
-            let row = &logits[i * vocab..(i + 1) * vocab];
-            let target = ids[i + 1] as usize;
-            self.nll += nll(row, target);
-            self.count += 1;
-            self.correct += (clex_models::generate::argmax(row) as usize == target) as usize;
-        }
-    }
 }
 
 fn logits_of(model: &CausalLm<Inference>, ids: &[u32], cache: Option<&mut clex_models::KvCache<Inference>>) -> anyhow::Result<Vec<f32>> {

@@ -10,7 +10,9 @@ use clex_models::ForwardOptions;
 use clex_train::backend::{self, Inference};
 use safetensors::{Dtype, tensor::TensorView};
 
-use crate::common::{ids_tensor, load_model, model_tokenizer, nll, parse_cache_policy, parse_dtype};
+use clex_train::eval::token_nll;
+
+use crate::common::{ids_tensor, load_model, model_tokenizer, parse_cache_policy, parse_dtype};
 
 /// Arguments of `clex score`.
 #[derive(clap::Args, Debug)]
@@ -97,7 +99,7 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
         }
     }
     // NLL of token i+1 given the prefix up to i.
-    let nll: Vec<f64> = (0..ids.len() - 1).map(|i| nll(&logits[i * vocab..(i + 1) * vocab], ids[i + 1] as usize)).collect();
+    let nll: Vec<f64> = (0..ids.len() - 1).map(|i| token_nll(&logits[i * vocab..(i + 1) * vocab], ids[i + 1] as usize)).collect();
     let mean = if nll.is_empty() { f64::NAN } else { nll.iter().sum::<f64>() / nll.len() as f64 };
     println!("{} tokens, mean NLL {mean:.6} (perplexity {:.4})", ids.len(), mean.exp());
     if let Some(out) = &args.out {

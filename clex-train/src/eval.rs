@@ -141,8 +141,9 @@ pub fn score_windows<B: Backend>(model: &CausalLm<B>, windows: &[&[u32]], max_ba
     Ok(tally)
 }
 
-/// Loads an HF model directory in f32 for evaluation, optionally with its `rope_scaling`
-/// replaced by `rope`'s (e.g. dynamic NTK at inference on a model trained with plain RoPE).
+/// Loads an HF model directory in f32, optionally with its `rope_scaling` replaced by
+/// `rope`'s: dynamic NTK at inference on a model trained with plain RoPE, or the starting
+/// point of a baseline run continued from a checkpoint (`trainer`).
 pub fn load_for_eval<B: Backend>(dir: &Path, rope: Option<&RopeChoice>, device: &B::Device) -> Result<CausalLm<B>, TrainError> {
     let Some(rope) = rope else { return Ok(load_model::<B>(dir, device, DType::F32)?) };
     let path = dir.join("config.json");

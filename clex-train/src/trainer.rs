@@ -8,18 +8,19 @@ use std::time::Instant;
 use burn::data::dataloader::DataLoaderBuilder;
 use burn::grad_clipping::GradientClippingConfig;
 use burn::optim::AdamWConfig;
+use burn::tensor::ElementConversion;
 use burn::tensor::backend::Backend;
-use burn::tensor::{DType, ElementConversion};
 use burn::train::metric::{LearningRateMetric, LossMetric};
 use burn::train::{ExecutionStrategy, Learner, MultiDeviceOptim, SupervisedTraining};
 use clex_core::{ClexAct, ClexParams};
-use clex_models::{CausalLm, ModelConfig, attach_fresh_clex, init_model, load_model, load_with_config, save_model};
+use clex_models::{CausalLm, ModelConfig, attach_fresh_clex, init_model, save_model};
 
 use crate::backend::{self, Inference, Training};
 use crate::batch::{BatchGroups, LmBatch, LmBatcher};
 use crate::checkpoint::{AtomicRecorder, latest_checkpoint, verify_checkpoint};
 use crate::corpus::{read_documents, split_documents};
 use crate::error::{TrainError, io};
+use crate::eval::load_for_eval;
 use crate::loader::StepLoader;
 use crate::metrics::LmMetric;
 use crate::monitor::StepMonitor;
@@ -313,25 +314,14 @@ fn build_model(
     match &opts.init_from {
         Some(dir) => match &opts.rope {
             RopeChoice::Clex { max_factor } => {
-                let lm = load_model::<Training>(dir, device, DType::F32)?;
+                let lm = load_for_eval::<Training>(dir, None, device)?;
                 if lm.clex_layer.is_some() {
                     return Ok(lm);
                 }
                 Ok(attach_fresh_clex(lm, ClexParams { max_factor: *max_factor, param_factor: 1, act: ClexAct::Tanh, time_dt: 0.01 })?)
             }
             // A baseline continues the checkpoint's weights under the requested rope.
-            baseline => {
-                let path = dir.join("config.json");
-                let text = std::fs::read_to_string(&path).map_err(io(&path))?;
-                let mut raw: serde_json::Value = serde_json::from_str(&text).map_err(|e| TrainError::Data {
-                    path: path.clone(),
-                    line: e.line(),
-                    message: e.to_string(),
-                })?;
-                raw["rope_scaling"] = baseline.rope_scaling();
-                let cfg = ModelConfig::from_json(raw, &path)?;
-                Ok(load_with_config::<Training>(cfg, dir, device, DType::F32)?)
-            }
+            baseline => load_for_eval::<Training>(dir, Some(baseline), device),
         },
         None => {
             let raw = preset_config(opts.preset, vocab, &opts.rope, bos);
