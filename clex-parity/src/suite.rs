@@ -123,6 +123,17 @@ pub fn clex_decode<B: ClexBackend>(device: &B::Device, dtype: DType) -> Vec<Chec
     out
 }
 
+/// The golden logits at `dtype` ([`hf_logits`], [`clex_logits`]), plus cached decoding
+/// ([`clex_decode`]) when `decode`.
+pub fn suite<B: ClexBackend>(device: &B::Device, dtype: DType, decode: bool) -> Vec<Check> {
+    let mut checks = hf_logits::<B>(device, dtype);
+    checks.extend(clex_logits::<B>(device, dtype));
+    if decode {
+        checks.extend(clex_decode::<B>(device, dtype));
+    }
+    checks
+}
+
 fn batch<B: Backend>(device: &B::Device) -> LmBatch<B> {
     let text =
         b"To be, or not to be, that is the question: Whether 'tis nobler in the mind to suffer the slings and arrows of outrageous fortune";

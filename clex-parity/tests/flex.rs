@@ -3,24 +3,21 @@
 //! prints every number.
 
 use burn::tensor::DType;
-use clex_parity::{clex_decode, clex_logits, hf_logits, report, train_losses};
+use clex_parity::{report, suite, train_losses};
 
 type B = burn_flex::Flex;
 
 #[test]
 fn f32_matches_the_goldens() {
     let d = Default::default();
-    let mut checks = hf_logits::<B>(&d, DType::F32);
-    checks.extend(clex_logits::<B>(&d, DType::F32));
-    checks.extend(clex_decode::<B>(&d, DType::F32));
+    let checks = suite::<B>(&d, DType::F32, true);
     report("flex f32", &checks);
 }
 
 #[test]
 fn f16_matches_the_goldens_within_its_tolerance() {
     let d = Default::default();
-    let mut checks = hf_logits::<B>(&d, DType::F16);
-    checks.extend(clex_logits::<B>(&d, DType::F16));
+    let checks = suite::<B>(&d, DType::F16, false);
     report("flex f16", &checks);
 }
 

@@ -6,7 +6,7 @@
 
 use burn::tensor::DType;
 use burn_tch::{LibTorch, LibTorchDevice};
-use clex_parity::{clex_decode, clex_logits, hf_logits, report, train_losses};
+use clex_parity::{report, suite, train_losses};
 
 type B = LibTorch<f32>;
 
@@ -17,9 +17,7 @@ fn device() -> LibTorchDevice {
 #[test]
 fn f32_matches_the_goldens() {
     let d = device();
-    let mut checks = hf_logits::<B>(&d, DType::F32);
-    checks.extend(clex_logits::<B>(&d, DType::F32));
-    checks.extend(clex_decode::<B>(&d, DType::F32));
+    let checks = suite::<B>(&d, DType::F32, true);
     report(&format!("tch {d:?} f32"), &checks);
 }
 
@@ -27,8 +25,7 @@ fn f32_matches_the_goldens() {
 fn half_precision_matches_the_goldens_within_its_tolerance() {
     let d = device();
     for dtype in [DType::F16, DType::BF16] {
-        let mut checks = hf_logits::<B>(&d, dtype);
-        checks.extend(clex_logits::<B>(&d, dtype));
+        let checks = suite::<B>(&d, dtype, false);
         report(&format!("tch {d:?} {dtype:?}"), &checks);
     }
 }

@@ -13,7 +13,7 @@
 use burn::tensor::{DType, Int, Tensor, TensorData};
 use burn_wgpu::WgpuDevice;
 use clex_models::{CachePolicy, ForwardOptions};
-use clex_parity::{clex_decode, clex_logits, hf_logits, report, train_losses};
+use clex_parity::{report, suite, train_losses};
 
 type Wgpu = burn_wgpu::CubeBackend<burn_wgpu::WgpuRuntime, f32, i32, u32>;
 
@@ -33,17 +33,14 @@ fn device() -> Option<WgpuDevice> {
 #[test]
 fn f32_matches_the_goldens() {
     let Some(d) = device() else { return };
-    let mut checks = hf_logits::<Wgpu>(&d, DType::F32);
-    checks.extend(clex_logits::<Wgpu>(&d, DType::F32));
-    checks.extend(clex_decode::<Wgpu>(&d, DType::F32));
+    let checks = suite::<Wgpu>(&d, DType::F32, true);
     report("wgpu f32", &checks);
 }
 
 #[test]
 fn f16_matches_the_goldens_within_its_tolerance() {
     let Some(d) = device() else { return };
-    let mut checks = hf_logits::<Wgpu>(&d, DType::F16);
-    checks.extend(clex_logits::<Wgpu>(&d, DType::F16));
+    let checks = suite::<Wgpu>(&d, DType::F16, false);
     report("wgpu f16", &checks);
 }
 
