@@ -38,6 +38,8 @@ step parity-wgpu env CLEX_REQUIRE_WGPU=1 cargo test --release -p clex-parity --t
 # A short CLEX training run on tch (CUDA), then decode speed of the result.
 PATTERN='length|trained'
 step train-tch cargo xtask train --backend tch --name gpu-check --steps 100 --checkpoint-every 50 --plain
+# The same with bf16 compute (f32 master weights and ODE), the GPU's fast path.
+step train-tch-bf16 cargo xtask train --backend tch --dtype bf16 --name gpu-check-bf16 --steps 50 --checkpoint-every 50 --plain
 PATTERN='tokens/s'
 step decode-tch bash -c 'source <(cargo run -q -p xtask -- setup-tch | grep "^  export" | sed "s/^  //"); cargo run --release -q -p clex-cli --no-default-features --features tch -- generate -m runs/gpu-check/model -p "ROMEO:" -n 256'
 PATTERN='tokens/s'

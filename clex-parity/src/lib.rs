@@ -10,7 +10,7 @@ mod fixtures;
 mod suite;
 
 pub use fixtures::{fixture, golden};
-pub use suite::{Check, Tolerance, clex_decode, clex_logits, hf_logits, suite, train_losses};
+pub use suite::{Check, Tolerance, clex_decode, clex_logits, hf_logits, suite, train_losses, train_run};
 
 /// Prints a suite's checks as a table and asserts each is within its tolerance.
 pub fn report(backend: &str, checks: &[Check]) {

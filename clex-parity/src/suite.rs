@@ -2,12 +2,14 @@
 //! prints the numbers for every backend and dtype side by side.
 
 use burn::data::dataloader::batcher::Batcher;
-use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::optim::{AdamWConfig, Optimizer};
 use burn::tensor::DType;
 use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::train::TrainStep;
 use clex_core::ClexBackend;
 use clex_models::{CachePolicy, CausalLm, ForwardOptions, load_from_files};
 use clex_train::batch::{LmBatch, LmBatcher, LmItem};
+use clex_train::precision::Precision;
 use clex_train::step::{ClexLm, StepSettings};
 
 use crate::fixtures::{fixture, golden, ids, max_diff, values};
@@ -142,19 +144,24 @@ fn batch<B: Backend>(device: &B::Device) -> LmBatch<B> {
 }
 
 /// The loss before each of `steps` AdamW steps of the CLEX train step (sampled t and
-/// fractional positions, ODE in the graph) on a fixed batch of the tiny CLEX-LLaMA.
-pub fn train_losses<B: AutodiffBackend + ClexBackend>(device: &B::Device, steps: usize) -> Vec<f32> {
+/// fractional positions, ODE in the graph) on a fixed batch of the tiny CLEX-LLaMA, through
+/// the trainer's own `TrainStep` (so f16's loss scaling is exercised), with the model after.
+pub fn train_run<B: AutodiffBackend + ClexBackend>(device: &B::Device, steps: usize, precision: Precision) -> (Vec<f32>, ClexLm<B>) {
     let lm = clex_model::<B>("llama", device, DType::F32);
-    let mut model = ClexLm::new(lm, StepSettings::default());
+    let mut model = ClexLm::new(lm, StepSettings { precision, ..StepSettings::default() });
     let b = batch::<B>(device);
     assert!(model.draw(b.key, 64).expect("a CLEX model draws").t > 1, "the fixed batch runs the ODE");
     let mut optim = AdamWConfig::new().with_weight_decay(0.0).init::<B, ClexLm<B>>();
     let mut losses = Vec::new();
     for _ in 0..steps {
-        let (loss, _) = model.train_loss(&b);
-        losses.push(values(loss.clone())[0]);
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        model = optim.step(3e-3, model, grads);
+        let out = TrainStep::step(&model, b.clone());
+        losses.push(values(out.item.loss)[0]);
+        model = optim.step(3e-3, model, out.grads);
     }
-    losses
+    (losses, model)
+}
+
+/// The losses of [`train_run`] in f32.
+pub fn train_losses<B: AutodiffBackend + ClexBackend>(device: &B::Device, steps: usize) -> Vec<f32> {
+    train_run::<B>(device, steps, Precision::F32).0
 }

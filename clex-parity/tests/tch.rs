@@ -6,7 +6,8 @@
 
 use burn::tensor::DType;
 use burn_tch::{LibTorch, LibTorchDevice};
-use clex_parity::{report, suite, train_losses};
+use clex_parity::{report, suite, train_losses, train_run};
+use clex_train::precision::Precision;
 
 type B = LibTorch<f32>;
 
@@ -37,4 +38,17 @@ fn train_steps_match_flex() {
     let worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
     eprintln!("train losses: tch {got:?}, flex {want:?}; max |diff| {worst:.2e}");
     assert!(worst < 1e-4, "tch {got:?} vs flex {want:?}");
+}
+
+/// Mixed-precision training (f16 / bf16 compute over f32 master weights, the ODE in f32)
+/// gives flex's losses for the same precision, within that dtype's rounding.
+#[test]
+fn half_precision_train_steps_match_flex() {
+    for (precision, tol) in [(Precision::F16, 5e-3), (Precision::Bf16, 2e-2)] {
+        let (got, _) = train_run::<burn::backend::Autodiff<B>>(&device(), 4, precision);
+        let (want, _) = train_run::<burn::backend::Autodiff<burn_flex::Flex>>(&Default::default(), 4, precision);
+        let worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        eprintln!("{} train losses: tch {got:?}, flex {want:?}; max |diff| {worst:.2e}", precision.as_str());
+        assert!(worst < tol, "{}: tch {got:?} vs flex {want:?}", precision.as_str());
+    }
 }

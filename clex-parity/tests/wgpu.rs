@@ -13,7 +13,8 @@
 use burn::tensor::{DType, Int, Tensor, TensorData};
 use burn_wgpu::WgpuDevice;
 use clex_models::{CachePolicy, ForwardOptions};
-use clex_parity::{report, suite, train_losses};
+use clex_parity::{report, suite, train_losses, train_run};
+use clex_train::precision::Precision;
 
 type Wgpu = burn_wgpu::CubeBackend<burn_wgpu::WgpuRuntime, f32, i32, u32>;
 
@@ -52,6 +53,18 @@ fn train_steps_match_flex() {
     let worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
     eprintln!("train losses: wgpu {got:?}, flex {want:?}; max |diff| {worst:.2e}");
     assert!(worst < 1e-4, "wgpu {got:?} vs flex {want:?}");
+}
+
+/// Mixed-precision training (f16 compute, f32 master weights and ODE) gives flex's f16 losses
+/// (lavapipe has no bf16).
+#[test]
+fn f16_train_steps_match_flex() {
+    let Some(d) = device() else { return };
+    let (got, _) = train_run::<burn::backend::Autodiff<Wgpu>>(&d, 4, Precision::F16);
+    let (want, _) = train_run::<burn::backend::Autodiff<burn_flex::Flex>>(&Default::default(), 4, Precision::F16);
+    let worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    eprintln!("f16 train losses: wgpu {got:?}, flex {want:?}; max |diff| {worst:.2e}");
+    assert!(worst < 5e-3, "wgpu {got:?} vs flex {want:?}");
 }
 
 fn ids<B: burn::tensor::backend::Backend>(v: &[i64], d: &B::Device) -> Tensor<B, 2, Int> {

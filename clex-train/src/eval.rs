@@ -34,7 +34,12 @@ pub fn token_nll(row: &[f32], target: usize) -> f64 {
 impl Tally {
     /// Scores `logits` rows `from..` (`[ids.len(), vocab]`, row i predicting `ids[i + 1]`).
     pub fn add(&mut self, logits: &[f32], vocab: usize, ids: &[u32], from: usize) {
-        for i in from..ids.len().saturating_sub(1) {
+        self.add_rows(logits, vocab, ids, from, ids.len().saturating_sub(1));
+    }
+
+    /// Scores rows `from..to` only (row i predicts `ids[i + 1]`).
+    pub fn add_rows(&mut self, logits: &[f32], vocab: usize, ids: &[u32], from: usize, to: usize) {
+        for i in from..to.min(ids.len().saturating_sub(1)) {
             let row = &logits[i * vocab..(i + 1) * vocab];
             let target = ids[i + 1] as usize;
             self.nll += token_nll(row, target);
@@ -119,7 +124,23 @@ impl EvalSet {
 /// tokens (at least one window per forward); every token but each window's first is a
 /// target, predicted from the window's preceding tokens only.
 pub fn score_windows<B: Backend>(model: &CausalLm<B>, windows: &[&[u32]], max_batch_tokens: usize) -> Result<Tally, TrainError> {
-    let Some(first) = windows.first() else { return Ok(Tally::default()) };
+    Ok(score_windows_by_position(model, windows, max_batch_tokens, &[0])?.remove(0))
+}
+
+/// [`score_windows`] split by position in the window: tally b counts the predictions made at
+/// positions `starts[b]..starts[b + 1]` (the last up to the window's end). `starts` must
+/// begin with 0 and increase.
+pub fn score_windows_by_position<B: Backend>(
+    model: &CausalLm<B>,
+    windows: &[&[u32]],
+    max_batch_tokens: usize,
+    starts: &[usize],
+) -> Result<Vec<Tally>, TrainError> {
+    if starts.first() != Some(&0) || starts.windows(2).any(|w| w[0] >= w[1]) {
+        return Err(TrainError::NotEnoughData(format!("position buckets must start at 0 and increase: {starts:?}")));
+    }
+    let mut tallies = vec![Tally::default(); starts.len()];
+    let Some(first) = windows.first() else { return Ok(tallies) };
     let len = first.len();
     if len < 2 || windows.iter().any(|w| w.len() != len) {
         return Err(TrainError::NotEnoughData(format!("evaluation windows must share one length of at least 2 tokens (first has {len})")));
@@ -129,16 +150,17 @@ pub fn score_windows<B: Backend>(model: &CausalLm<B>, windows: &[&[u32]], max_ba
         return Err(TrainError::NotEnoughData(format!("token id {bad} is outside the model's vocabulary of {vocab}")));
     }
     let device = model.embed.weight.val().device();
-    let mut tally = Tally::default();
     for batch in windows.chunks((max_batch_tokens / len).max(1)) {
         let ids: Vec<i64> = batch.iter().flat_map(|w| w.iter().map(|&t| t as i64)).collect();
         let tokens = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [batch.len(), len]), &device);
         let logits: Vec<f32> = model.forward(tokens)?.into_data().iter::<f32>().collect();
         for (w, rows) in batch.iter().zip(logits.chunks_exact(len * vocab)) {
-            tally.add(rows, vocab, w, 0);
+            for (b, tally) in tallies.iter_mut().enumerate() {
+                tally.add_rows(rows, vocab, w, starts[b], starts.get(b + 1).copied().unwrap_or(len));
+            }
         }
     }
-    Ok(tally)
+    Ok(tallies)
 }
 
 /// Loads an HF model directory in f32, optionally with its `rope_scaling` replaced by
@@ -162,7 +184,7 @@ mod tests {
     use clex_models::init_model;
 
     fn model(rope: RopeChoice) -> CausalLm<Flex> {
-        let raw = preset_config(Preset::Tiny, 64, &rope, Some(0));
+        let raw = preset_config(Preset::Tiny, 64, &rope, 10000.0, Some(0));
         init_model(ModelConfig::from_json(raw, Path::new("<test>")).unwrap(), &Default::default(), 3)
     }
 
@@ -212,6 +234,32 @@ mod tests {
             assert!((batched.perplexity() - (direct / 765.0).exp()).abs() < 1e-2);
             assert!((0.0..=1.0).contains(&batched.accuracy()));
         }
+    }
+
+    #[test]
+    fn position_buckets_partition_the_window_score() {
+        let m = model(RopeChoice::None);
+        let data: Vec<Vec<u32>> = (0..2).map(|s| ids(100, s)).collect();
+        let windows: Vec<&[u32]> = data.iter().map(Vec::as_slice).collect();
+        let whole = score_windows(&m, &windows, 1024).unwrap();
+        let parts = score_windows_by_position(&m, &windows, 1024, &[0, 10, 50]).unwrap();
+        // Rows 0..10, 10..50, 50..99 (the last row has no target).
+        assert_eq!(parts.iter().map(|t| t.count).collect::<Vec<_>>(), [20, 80, 98]);
+        let mut merged = Tally::default();
+        parts.iter().for_each(|t| merged.merge(*t));
+        assert_eq!((merged.count, merged.correct), (whole.count, whole.correct));
+        assert!((merged.nll - whole.nll).abs() < 1e-9 * whole.nll);
+        // Each bucket equals scoring those rows directly.
+        let one = score_windows_by_position(&m, &windows[..1], 1024, &[0, 10, 50]).unwrap();
+        let t = Tensor::<Flex, 2, Int>::from_data(
+            TensorData::new(windows[0].iter().map(|&x| x as i64).collect(), [1, 100]),
+            &Default::default(),
+        );
+        let logits: Vec<f32> = m.forward(t).unwrap().into_data().iter::<f32>().collect();
+        let direct: f64 = (10..50).map(|i| token_nll(&logits[i * 64..(i + 1) * 64], windows[0][i + 1] as usize)).sum();
+        assert!((one[1].nll - direct).abs() < 1e-9 * direct, "{} vs {direct}", one[1].nll);
+        assert!(score_windows_by_position(&m, &windows, 1024, &[1, 10]).is_err());
+        assert!(score_windows_by_position(&m, &windows, 1024, &[0, 10, 10]).is_err());
     }
 
     #[test]

@@ -66,7 +66,8 @@ impl RopeChoice {
 }
 
 /// The `config.json` of a preset.
-pub fn preset_config(preset: Preset, vocab_size: usize, rope: &RopeChoice, bos: Option<u32>) -> Value {
+/// `rope_theta` is the base B of the frequencies θ_i = B^(-2i/d).
+pub fn preset_config(preset: Preset, vocab_size: usize, rope: &RopeChoice, rope_theta: f64, bos: Option<u32>) -> Value {
     let (hidden, inter, layers, heads, kv) = match preset {
         Preset::Tiny => (128, 352, 4, 4, 2),
         Preset::Small => (384, 1024, 6, 6, 6),
@@ -82,7 +83,7 @@ pub fn preset_config(preset: Preset, vocab_size: usize, rope: &RopeChoice, bos: 
         "num_key_value_heads": kv,
         "max_position_embeddings": preset.max_position_embeddings(),
         "rms_norm_eps": 1e-6,
-        "rope_theta": 10000.0,
+        "rope_theta": rope_theta,
         "rope_scaling": rope.rope_scaling(),
         "hidden_act": "silu",
         "tie_word_embeddings": false,

@@ -19,6 +19,7 @@ use burn::tensor::ElementConversion;
 use crate::batch::LmBatch;
 use crate::metrics::StepStats;
 use crate::monitor::StepMonitor;
+use crate::precision::{Precision, autocast, unscale_gradients};
 
 /// Settings of the train step that are not model parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,11 +29,13 @@ pub struct StepSettings {
     /// Micro-batches per optimizer step. burn-train sums accumulated gradients, so each
     /// micro-batch's loss is divided by this to make the update the gradient of the mean.
     pub grad_accumulation: usize,
+    /// Compute dtype of the forward and backward (the ODE always runs in f32).
+    pub precision: Precision,
 }
 
 impl Default for StepSettings {
     fn default() -> Self {
-        StepSettings { min_factor: 1, grad_accumulation: 1 }
+        StepSettings { min_factor: 1, grad_accumulation: 1, precision: Precision::F32 }
     }
 }
 
@@ -130,22 +133,31 @@ impl<B: ClexBackend> ClexLm<B> {
     pub fn train_loss(&self, batch: &LmBatch<B>) -> (Tensor<B, 1>, Option<usize>) {
         let [_, l] = batch.inputs.dims();
         let device = batch.inputs.device();
+        // Half precision: a cast copy computes; gradients flow back to the f32 parameters.
+        let cast;
+        let lm = match self.settings.precision.compute() {
+            Some(dtype) => {
+                cast = autocast(&self.lm, dtype);
+                &cast
+            }
+            None => &self.lm,
+        };
         let (cos, sin, t) = match (&self.lm.clex_layer, self.draw(batch.key, l)) {
             (Some(clex), Some(draw)) => {
                 let theta = clex.theta_train(draw.t);
-                let (c, s) = self.lm.rotary_tables(draw.positions, 1, theta, 1.0);
+                let (c, s) = lm.rotary_tables(draw.positions, 1, theta, 1.0);
                 (c, s, Some(draw.t))
             }
             _ => {
                 // Baselines train at their own (fixed) frequencies on integer positions.
-                let f = self.lm.rope().frequencies(l);
+                let f = lm.rope().frequencies(l);
                 let k = f.inv_freq.len();
                 let inv = Tensor::<B, 1>::from_data(TensorData::new(f.inv_freq, [k]), (&device, DType::F32));
-                let (c, s) = self.lm.rotary_tables((0..l).map(|m| m as f32).collect(), 1, inv, f.attention_scaling);
+                let (c, s) = lm.rotary_tables((0..l).map(|m| m as f32).collect(), 1, inv, f.attention_scaling);
                 (c, s, None)
             }
         };
-        let logits = self.lm.forward_rotary(batch.inputs.clone(), cos, sin);
+        let logits = lm.forward_rotary(batch.inputs.clone(), cos, sin);
         (Self::cross_entropy(logits, batch.targets.clone()), t)
     }
 }
@@ -166,8 +178,18 @@ impl<B: AutodiffBackend + ClexBackend> TrainStep for ClexLm<B> {
         // Shards and accumulated micro-batches are summed by burn-train: weight each so the
         // sum is the gradient of the whole step's mean loss.
         let weight = batch.share / self.settings.grad_accumulation.max(1) as f32;
-        let grads = if weight == 1.0 { loss.backward() } else { (loss.clone() * weight).backward() };
-        TrainOutput::new(self, grads, LmOutput::new(loss, t, &batch))
+        let scale = self.settings.precision.loss_scale();
+        let grads = if weight * scale == 1.0 { loss.backward() } else { (loss.clone() * (weight * scale)).backward() };
+        if scale == 1.0 {
+            return TrainOutput::new(self, grads, LmOutput::new(loss, t, &batch));
+        }
+        let mut params = GradientsParams::from_grads(grads, self);
+        if !unscale_gradients(self, &mut params, scale) {
+            // An f16 overflow: skip this update rather than write inf/NaN into the weights.
+            eprintln!("[clex-train] step {}: f16 gradients overflowed at loss scale {scale}; update skipped", batch.step);
+            params = GradientsParams::new();
+        }
+        TrainOutput { grads: params, item: LmOutput::new(loss, t, &batch) }
     }
 }
 

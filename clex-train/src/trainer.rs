@@ -25,6 +25,7 @@ use crate::loader::StepLoader;
 use crate::metrics::LmMetric;
 use crate::monitor::StepMonitor;
 use crate::packing::pack;
+use crate::precision::Precision;
 use crate::preset::{Preset, RopeChoice, preset_config};
 use crate::renderer::PlainRenderer;
 use crate::schedule::WarmupCosine;
@@ -48,6 +49,8 @@ pub struct TrainOptions {
     pub init_from: Option<PathBuf>,
     /// Rope of the run.
     pub rope: RopeChoice,
+    /// Base of the rope frequencies when training from scratch (HF `rope_theta`).
+    pub rope_theta: f64,
     /// Training sequence length L.
     pub seq_len: usize,
     /// Sequences per micro-batch.
@@ -77,6 +80,8 @@ pub struct TrainOptions {
     pub devices: usize,
     /// Plain progress lines even in a terminal (the TUI is used otherwise).
     pub plain_progress: bool,
+    /// Compute dtype of the train step (master weights and the ODE stay f32).
+    pub precision: Precision,
 }
 
 impl TrainOptions {
@@ -90,6 +95,7 @@ impl TrainOptions {
             preset: Preset::Tiny,
             init_from: None,
             rope: RopeChoice::Clex { max_factor: 8 },
+            rope_theta: 10000.0,
             seq_len: 256,
             batch_size: 8,
             grad_accumulation: 1,
@@ -104,6 +110,7 @@ impl TrainOptions {
             valid_windows: 32,
             devices: 1,
             plain_progress: false,
+            precision: Precision::F32,
         }
     }
 }
@@ -212,7 +219,10 @@ pub fn train(opts: &TrainOptions) -> Result<TrainReport, TrainError> {
     ));
 
     let lm = build_model(opts, tokenizer.get_vocab_size(true), bos, &device)?;
-    let model = ClexLm::new(lm, StepSettings { grad_accumulation: opts.grad_accumulation.max(1), ..StepSettings::default() });
+    let model = ClexLm::new(
+        lm,
+        StepSettings { grad_accumulation: opts.grad_accumulation.max(1), precision: opts.precision, ..StepSettings::default() },
+    );
     let optim = AdamWConfig::new()
         .with_beta_2(0.95)
         .with_epsilon(1e-8)
@@ -324,7 +334,7 @@ fn build_model(
             baseline => load_for_eval::<Training>(dir, Some(baseline), device),
         },
         None => {
-            let raw = preset_config(opts.preset, vocab, &opts.rope, bos);
+            let raw = preset_config(opts.preset, vocab, &opts.rope, opts.rope_theta, bos);
             let cfg = ModelConfig::from_json(raw, Path::new("<preset>"))?;
             Ok(init_model(cfg, device, opts.seed))
         }

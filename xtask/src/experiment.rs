@@ -14,7 +14,7 @@ use anyhow::{Context, bail};
 use burn::module::Module;
 use clex_train::backend::{self, Inference};
 use clex_train::corpus::{bundled_corpus_path, read_documents, split_documents};
-use clex_train::eval::{EvalSet, load_for_eval, score_windows};
+use clex_train::eval::{EvalSet, Tally, load_for_eval, score_windows, score_windows_by_position};
 use clex_train::preset::{Preset, RopeChoice};
 use clex_train::tokenizer::{boundary_id, encode, load_tokenizer};
 use clex_train::trainer::TrainOptions;
@@ -229,10 +229,24 @@ fn evaluate(cand: &Candidate, set: &EvalSet, s: &Settings) -> anyhow::Result<Eva
     let model = load_for_eval::<Inference>(&cand.dir, cand.rope.as_ref(), &backend::device(None))
         .with_context(|| format!("loading {}", cand.dir.display()))?;
     let mut points = Vec::new();
+    let mut by_position = Vec::new();
+    let longest = s.lengths().into_iter().max().unwrap_or(s.seq_len);
     for len in s.lengths() {
         let t = Instant::now();
         let windows = set.windows(len);
-        let tally = score_windows(&model, &windows, s.batch_tokens)?;
+        let tally = if len == longest {
+            // The longest windows also say where in the window the loss comes from.
+            let starts = position_buckets(s.seq_len, len);
+            let parts = score_windows_by_position(&model, &windows, s.batch_tokens, &starts)?;
+            let mut all = Tally::default();
+            for (b, part) in parts.into_iter().enumerate() {
+                all.merge(part);
+                by_position.push((starts[b], starts.get(b + 1).copied().unwrap_or(len), part));
+            }
+            all
+        } else {
+            score_windows(&model, &windows, s.batch_tokens)?
+        };
         eprintln!(
             "[experiment] {}: length {len:>5}: PPL {:>9.3}, accuracy {:.4} ({} windows, {:.0} s)",
             cand.label,
@@ -243,15 +257,36 @@ fn evaluate(cand: &Candidate, set: &EvalSet, s: &Settings) -> anyhow::Result<Eva
         );
         points.push(Point { len, windows: windows.len(), tally });
     }
+    // What CLEX learned: θ(t) at the evaluated t = N/P (rows of its cached table).
+    let theta = model.clex_layer.as_ref().map(|c| {
+        let table = c.theta_table();
+        s.multiples.iter().filter(|&&t| t <= table.max_factor()).map(|&t| (t, table.row(t).to_vec())).collect()
+    });
     Ok(Evaluated {
+        theta,
         params: model.num_params(),
         key: cand.key.clone(),
         label: cand.label.clone(),
         how: cand.how.clone(),
         model: cand.dir.clone(),
         points,
+        by_position,
         wall_s: t0.elapsed().as_secs_f64(),
     })
+}
+
+/// Position buckets of a window of `len` tokens: L/8, L/4 and L/2 show how much the model
+/// gains from context within its training length; L, 2L, 4L, ... where extrapolation starts.
+fn position_buckets(l: usize, len: usize) -> Vec<usize> {
+    let mut starts = vec![0];
+    let mut b = (l / 8).max(1);
+    while b < len {
+        if b > *starts.last().unwrap_or(&0) {
+            starts.push(b);
+        }
+        b *= 2;
+    }
+    starts
 }
 
 pub fn run(args: ExperimentArgs) -> anyhow::Result<()> {
@@ -308,6 +343,11 @@ pub fn run(args: ExperimentArgs) -> anyhow::Result<()> {
         settings: &s,
         root: &root,
         stages: &outcomes,
+        stage1_trend: &stages::validation_trend(
+            &stage1_dir,
+            s.seq_len,
+            options(&s, stage1_dir.clone(), RopeChoice::None, None, 1).checkpoint_every,
+        ),
         methods: &evaluated,
         eval_set: &set,
         eval_documents: docs.len(),

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
+use clex_train::precision::Precision;
 use clex_train::preset::{Preset, RopeChoice};
 use clex_train::trainer::{TrainOptions, train};
 
@@ -39,6 +40,13 @@ pub struct TrainArgs {
     /// CLEX T_max.
     #[arg(long, default_value_t = 8)]
     max_factor: usize,
+    /// Compute dtype of training: f32, or f16 / bf16 over f32 master weights (the CLEX ODE
+    /// stays f32).
+    #[arg(long, default_value = "f32")]
+    dtype: String,
+    /// Base of the rope frequencies of a model trained from scratch (HF `rope_theta`).
+    #[arg(long, default_value_t = 10000.0)]
+    rope_theta: f64,
     /// Training sequence length L.
     #[arg(long, default_value_t = 256)]
     seq_len: usize,
@@ -158,6 +166,8 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     o.preset = Preset::parse(&args.preset).with_context(|| format!("--preset {}: accepted values: tiny, small", args.preset))?;
     o.init_from = args.init_from.clone();
     o.rope = rope(&args)?;
+    o.rope_theta = args.rope_theta;
+    o.precision = Precision::parse(&args.dtype).with_context(|| format!("--dtype {}: accepted values: f32, f16, bf16", args.dtype))?;
     o.seq_len = args.seq_len;
     o.batch_size = args.batch_size;
     o.grad_accumulation = args.grad_accum;

@@ -39,6 +39,10 @@ pub struct Evaluated {
     pub params: usize,
     /// Results per length.
     pub points: Vec<Point>,
+    /// The longest windows split by position: (first, end, tally).
+    pub by_position: Vec<(usize, usize, Tally)>,
+    /// CLEX only: the learned θ(t) (all K frequencies) at the evaluated t.
+    pub theta: Option<Vec<(usize, Vec<f32>)>>,
     /// Wall time of the evaluation.
     pub wall_s: f64,
 }
@@ -51,6 +55,8 @@ pub struct Report<'a> {
     pub root: &'a Path,
     /// Training stages and their ropes.
     pub stages: &'a [(StageOutcome, RopeChoice)],
+    /// Stage 1's own validation after each checkpoint: (micro-batches, NLL at L, NLL at 4L).
+    pub stage1_trend: &'a [(usize, f64, f64)],
     /// Evaluated models.
     pub methods: &'a [Evaluated],
     /// The evaluation text.
@@ -243,6 +249,106 @@ impl Report<'_> {
         out
     }
 
+    /// PPL of `m` on window positions `from..` of the longest windows.
+    fn bucket_ppl(m: &Evaluated, from: usize) -> Option<f64> {
+        m.by_position.iter().find(|b| b.0 == from).map(|b| b.2.perplexity())
+    }
+
+    /// PPL per position bucket of the longest windows, one row per method.
+    fn position_table(&self) -> Option<String> {
+        let buckets: Vec<(usize, usize)> =
+            self.methods.iter().find(|m| !m.by_position.is_empty())?.by_position.iter().map(|b| (b.0, b.1)).collect();
+        let len = buckets.last()?.1;
+        let mut s = format!("Windows of {len} tokens; a column is the predictions made at those positions of the window.\n\n| method |");
+        for (a, b) in &buckets {
+            let _ = write!(s, " {a}–{} |", b - 1);
+        }
+        s.push_str("\n|---|");
+        s.push_str(&"---:|".repeat(buckets.len()));
+        s.push('\n');
+        for m in self.methods {
+            let cells: Vec<String> =
+                buckets.iter().map(|(a, _)| Self::bucket_ppl(m, *a).map(fmt_ppl).unwrap_or_else(|| "-".into())).collect();
+            let _ = writeln!(s, "| {} | {} |", m.label, cells.join(" | "));
+        }
+        Some(s)
+    }
+
+    /// What the position buckets say: how much context within L helps each model, and how
+    /// its loss beyond L compares with its loss just before L.
+    fn position_observations(&self) -> Vec<String> {
+        let l = self.settings.seq_len;
+        let mut out = Vec::new();
+        let late = l / 2;
+        if !self.stage1_trend.is_empty() {
+            let steps: Vec<String> = self
+                .stage1_trend
+                .iter()
+                .map(|(step, at_l, at_4l)| {
+                    format!("{step}: {} / {} = ×{:.2}", fmt_ppl(at_l.exp()), fmt_ppl(at_4l.exp()), (at_4l - at_l).exp())
+                })
+                .collect();
+            out.push(format!(
+                "Plain RoPE's degradation grows with training: stage 1's own validation after each checkpoint (the \
+                 trainer's validation windows, fewer than above), micro-batches: PPL at L / at 4L = ratio: {}.",
+                steps.join("; ")
+            ));
+        }
+        let beyond: Vec<String> = self
+            .methods
+            .iter()
+            .filter_map(|m| {
+                let last = m.by_position.last()?;
+                let base = Self::bucket_ppl(m, late)?;
+                let first_beyond = Self::bucket_ppl(m, l)?;
+                Some(format!("{} ×{:.2} / ×{:.2}", m.label, first_beyond / base, last.2.perplexity() / base))
+            })
+            .collect();
+        if !beyond.is_empty() {
+            let last = self.methods.iter().find_map(|m| m.by_position.last()).map(|b| (b.0, b.1)).unwrap_or((0, 0));
+            out.push(format!(
+                "Beyond the training length: PPL on positions {l}–{} and on {}–{}, each relative to the same model's PPL \
+                 on {late}–{} (every model scores the same tokens at each position, so the ratios compare across \
+                 methods; across positions the text itself differs, e.g. document openings fall into the first buckets): {}.",
+                2 * l - 1,
+                last.0,
+                last.1 - 1,
+                l - 1,
+                beyond.join(", ")
+            ));
+        }
+        out
+    }
+
+    /// The learned θ(t) against CLEX's starting point. At initialisation (D = 0) θ(t) is
+    /// dynamic NTK with α = 2t − 1: θ_i(t) = θ_i(1)·α^(−2i/(d−2)) (docs/CLEX.md §3.4), which
+    /// keeps the highest frequency and divides the lowest by α.
+    fn theta_table(&self) -> Option<String> {
+        let rows = self.method("clex")?.theta.as_ref()?;
+        let base = &rows.iter().find(|r| r.0 == 1)?.1;
+        let k = base.len();
+        let picks = [0, k / 2, k - 1];
+        let mut s = String::from("θ_i(t) / θ_i(1) for the highest (i = 0), a middle and the lowest frequency: learned (initial).\n\n| t |");
+        for i in picks {
+            let _ = write!(s, " θ_{i} |");
+        }
+        s.push_str("\n|---:|");
+        s.push_str(&"---:|".repeat(picks.len()));
+        s.push('\n');
+        for (t, row) in rows {
+            let alpha = 2.0 * *t as f64 - 1.0;
+            let cells: Vec<String> = picks
+                .iter()
+                .map(|&i| {
+                    let init = alpha.powf(-2.0 * i as f64 / (2.0 * k as f64 - 2.0));
+                    format!("{:.3} ({:.3})", row[i] as f64 / base[i] as f64, init)
+                })
+                .collect();
+            let _ = writeln!(s, "| {t} | {} |", cells.join(" | "));
+        }
+        Some(s)
+    }
+
     fn setup(&self) -> String {
         let s = self.settings;
         let l = s.seq_len;
@@ -327,10 +433,16 @@ impl Report<'_> {
             regions * region,
             regions * region - regions * region / l,
         );
+        let train_s: f64 = self.stages.iter().map(|(st, _)| st.wall_s).sum();
+        let eval_s: f64 = self.methods.iter().map(|m| m.wall_s).sum();
         let _ = writeln!(
             out,
-            "- **Machine**: {nproc} CPU cores ({cpu}), backend {}; wall time {} in all.\n",
+            "- **Machine**: {nproc} CPU cores ({cpu}), backend {}. Wall time: training {} (the stages below, each as \
+             measured by the run that trained it) + evaluation {} = {}; this invocation took {}.\n",
             clex_train::backend::name(),
+            minutes(train_s),
+            minutes(eval_s),
+            minutes(train_s + eval_s),
             minutes(self.wall_s)
         );
         out.push_str("| stage | rope | length × batch | micro-batches | wall time | status |\n|---|---|---|---:|---:|---|\n");
@@ -347,7 +459,6 @@ impl Report<'_> {
                 st.status
             );
         }
-        let eval_s: f64 = self.methods.iter().map(|m| m.wall_s).sum();
         let _ =
             writeln!(out, "| evaluation | {} models × {} lengths | | | {} | |", self.methods.len(), self.lengths().len(), minutes(eval_s));
         out
@@ -390,6 +501,25 @@ impl Report<'_> {
             );
         }
         md.push_str("\n\n");
+        if let Some(table) = self.position_table() {
+            md.push_str("## Where in the window the loss comes from\n\n");
+            md.push_str(&table);
+            md.push('\n');
+            for o in self.position_observations() {
+                let _ = writeln!(md, "- {o}");
+            }
+            md.push('\n');
+        }
+        if let Some(table) = self.theta_table() {
+            md.push_str("## What CLEX learned\n\n");
+            md.push_str(&table);
+            md.push_str(
+                "\nAt L = P the training positions for t > 1 are L sorted random points of [0, t·P) (docs/CLEX.md §d), so \
+                 neighbouring tokens are on average t positions apart and never 1 apart; a frequency whose phase over such \
+                 gaps is noise is pushed down by the loss. Inference at N = t·P uses dense integer positions with the same \
+                 θ(t).\n\n",
+            );
+        }
         md.push_str("## Claims check\n\n");
         for c in self.claims() {
             let verdict = match c.holds {
@@ -466,6 +596,11 @@ impl Report<'_> {
                     "correct": p.tally.correct, "mean_nll": p.tally.mean_nll(), "perplexity": p.tally.perplexity(),
                     "accuracy": p.tally.accuracy(),
                 })).collect::<Vec<_>>(),
+                "theta": m.theta.as_ref().map(|rows| rows.iter().map(|(t, r)| json!({"t": t, "theta": r})).collect::<Vec<_>>()),
+                "by_position": m.by_position.iter().map(|(a, b, t)| json!({
+                    "from": a, "to": b, "tokens": t.count, "nll_sum": t.nll, "correct": t.correct,
+                    "perplexity": t.perplexity(), "accuracy": t.accuracy(),
+                })).collect::<Vec<_>>(),
             })).collect::<Vec<_>>(),
             "claims": self.claims().iter().map(|c| json!({"claim": c.statement, "holds": c.holds, "detail": c.detail})).collect::<Vec<_>>(),
         })
@@ -536,12 +671,46 @@ mod tests {
             model: "/root/x".into(),
             params: 1,
             points,
+            by_position: Vec::new(),
+            theta: None,
             wall_s: 1.0,
         }
     }
 
     fn report_of<'a>(s: &'a Settings, methods: &'a [Evaluated], set: &'a EvalSet, stages: &'a [(StageOutcome, RopeChoice)]) -> Report<'a> {
-        Report { settings: s, root: Path::new("/root"), stages, methods, eval_set: set, eval_documents: 3, wall_s: 60.0 }
+        Report { settings: s, root: Path::new("/root"), stages, stage1_trend: &[], methods, eval_set: set, eval_documents: 3, wall_s: 60.0 }
+    }
+
+    #[test]
+    fn position_buckets_are_tabled_and_compared() {
+        let s = settings();
+        let set = EvalSet { regions: vec![vec![0; 1024]], region_len: 1024, documents: 1 };
+        let t = |ppl: f64| Tally { nll: ppl.ln() * 100.0, count: 100, correct: 10 };
+        let mut rope = method("rope", &[50.0, 80.0, 200.0, 900.0]);
+        rope.by_position = vec![
+            (0, 16, t(100.0)),
+            (16, 32, t(80.0)),
+            (32, 64, t(60.0)),
+            (64, 128, t(50.0)),
+            (128, 256, t(75.0)),
+            (256, 512, t(150.0)),
+            (512, 1024, t(400.0)),
+        ];
+        let methods = [rope, method("clex", &[52.0, 51.0, 53.0, 55.0])];
+        let r = report_of(&s, &methods, &set, &[]);
+        let table = r.position_table().unwrap();
+        assert!(table.contains("| method | 0–15 | 16–31 | 32–63 | 64–127 | 128–255 | 256–511 | 512–1023 |"), "{table}");
+        assert!(table.contains("| ROPE | 100.00 | 80.00 | 60.00 | 50.00 | 75.00 | 150.00 | 400.00 |"), "{table}");
+        assert!(table.contains("| CLEX | - | - |"), "{table}");
+        assert!(r.theta_table().is_none());
+        let mut clex = method("clex", &[52.0, 51.0, 53.0, 55.0]);
+        clex.theta = Some(vec![(1, vec![1.0, 0.1, 0.01]), (2, vec![0.5, 0.1, 0.002])]);
+        let with_theta = [clex];
+        let table = report_of(&s, &with_theta, &set, &[]).theta_table().unwrap();
+        // d = 6: init ratios at t = 2 (α = 3) are 1, 3^(-1/2), 3^(-1).
+        assert!(table.contains("| 2 | 0.500 (1.000) | 1.000 (0.577) | 0.200 (0.333) |"), "{table}");
+        let obs = r.position_observations().join("\n");
+        assert!(obs.contains("on positions 128–255 and on 512–1023") && obs.contains("ROPE ×1.50 / ×8.00"), "{obs}");
     }
 
     #[test]

@@ -104,3 +104,39 @@ pub fn run_stage(name: &str, mut opts: TrainOptions, upstream: &str) -> anyhow::
     eprintln!("[experiment] {name}: done in {wall_s:.0} s");
     Ok(outcome(wall_s, status, report.tokens))
 }
+
+/// The trainer's own validation at L and 4L after each checkpoint of a stage, from burn-train's
+/// metric logs (`valid/epoch-N/Loss_at_{L}.log`, lines `value,weight`; weight-0 lines belong
+/// to the other length): (micro-batches so far, mean NLL at L, mean NLL at 4L).
+pub fn validation_trend(dir: &Path, seq_len: usize, checkpoint_every: usize) -> Vec<(usize, f64, f64)> {
+    let mean = |epoch: usize, len: usize| -> Option<f64> {
+        let text = std::fs::read_to_string(dir.join(format!("valid/epoch-{epoch}/Loss_at_{len}.log"))).ok()?;
+        let (mut sum, mut weight) = (0.0, 0.0);
+        for line in text.lines() {
+            let (v, w) = line.split_once(',')?;
+            let (v, w): (f64, f64) = (v.trim().parse().ok()?, w.trim().parse().ok()?);
+            sum += v * w;
+            weight += w;
+        }
+        (weight > 0.0).then(|| sum / weight)
+    };
+    (1..).map_while(|e| Some((e * checkpoint_every, mean(e, seq_len)?, mean(e, 4 * seq_len)?))).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::validation_trend;
+
+    #[test]
+    fn trend_reads_weighted_means_per_epoch() {
+        let dir = tempfile::tempdir().unwrap();
+        for (e, l, l4) in [(1, "0,0\n4.0,8\n5.0,8\n", "6.0,2\n0,0\n"), (2, "3.0,16\n", "3.5,1\n4.5,1\n")] {
+            let d = dir.path().join(format!("valid/epoch-{e}"));
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join("Loss_at_128.log"), l).unwrap();
+            std::fs::write(d.join("Loss_at_512.log"), l4).unwrap();
+        }
+        assert_eq!(validation_trend(dir.path(), 128, 500), vec![(500, 4.5, 6.0), (1000, 3.0, 4.0)]);
+        assert!(validation_trend(&dir.path().join("none"), 128, 500).is_empty());
+    }
+}
