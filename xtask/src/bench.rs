@@ -4,7 +4,9 @@
 //!
 //! Every measured configuration runs in its own child process (`xtask bench-worker`) so its
 //! peak memory is its own; CLEX and plain RoPE (and transformers) alternate within each run,
-//! in reversed order on odd runs, so drift in a shared machine's load hits all of them.
+//! in reversed order on odd runs, so drift in a shared machine's load hits all of them. The
+//! CLEX/plain ratios come from a further process per model and run that decodes (and trains)
+//! both in lockstep on the same weight tensors, step by step.
 //! The whole command runs from a release build: from a debug `cargo xtask` it builds
 //! `xtask` with `--release` and hands over to it.
 
@@ -131,7 +133,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
 
     let mut infer: BTreeMap<(String, String), Vec<InferResult>> = BTreeMap::new();
     let mut train: BTreeMap<(String, String), Vec<TrainResult>> = BTreeMap::new();
-    let mut train_alone: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+    let mut train_alone: BTreeMap<(String, String), Vec<TrainResult>> = BTreeMap::new();
     let mut pairs: BTreeMap<String, Vec<[InferResult; 2]>> = BTreeMap::new();
     for run in 0..plan.runs {
         let forward = run % 2 == 0;
@@ -166,7 +168,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 if run == 0 {
                     for engine in ["rope", "clex"] {
                         eprintln!("bench: run {}/{}: {} {engine} training (peak memory)", run + 1, plan.runs, preset.name);
-                        let result = worker_train(dir_of(dirs, engine), &ids, preset, &plan, None)?;
+                        let result = serde_json::from_str(&worker_train(dir_of(dirs, engine), &ids, preset, &plan, None)?)?;
                         train_alone.entry((preset.name.to_string(), engine.to_string())).or_default().push(result);
                     }
                 }
@@ -195,10 +197,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         infer,
         pairs,
         train,
-        train_alone: train_alone
-            .into_iter()
-            .map(|(k, v)| Ok((k, v.iter().map(|j| serde_json::from_str(j)).collect::<Result<Vec<TrainResult>, _>>()?)))
-            .collect::<anyhow::Result<_>>()?,
+        train_alone,
         criterion,
         vs_torch: python.is_some(),
         minutes: started.elapsed().as_secs_f64() / 60.0,
