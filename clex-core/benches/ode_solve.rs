@@ -9,10 +9,12 @@ use std::time::Instant;
 use burn::backend::{Autodiff, Flex};
 use burn::module::Param;
 use burn::tensor::{Tensor, TensorData};
+use clex_core::clex::OdeSpec;
 use clex_core::clex::naive::theta_by_tensor_ops;
-use clex_core::clex::{OdeSpec, OdeWeights};
-use clex_core::rope::base_inv_freq;
 use clex_core::{ClexAct, ClexLayerConfig};
+
+mod common;
+use common::weights;
 
 type AD = Autodiff<Flex>;
 
@@ -28,15 +30,6 @@ fn median_ms(reps: usize, mut f: impl FnMut()) -> f64 {
         .collect();
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[v.len() / 2]
-}
-
-fn weights(dim: usize, p: usize) -> OdeWeights {
-    let (k, h) = (dim / 2, p * dim);
-    OdeWeights {
-        inv_freq: base_inv_freq(1e4, dim),
-        up: (0..k * h).map(|i| 0.02 * ((i * 37 % 101) as f32 / 50.0 - 1.0)).collect(),
-        down: (0..h * k).map(|i| 0.003 * ((i * 53 % 97) as f32 / 48.0 - 1.0)).collect(),
-    }
 }
 
 fn main() {

@@ -14,19 +14,12 @@ use std::hint::black_box;
 use burn::backend::Flex;
 use burn::tensor::{Distribution, Tensor, TensorData};
 use clex_core::ClexAct;
-use clex_core::clex::{OdeSpec, OdeWeights};
+use clex_core::clex::OdeSpec;
 use clex_core::rope::{apply_rotary_batched, base_inv_freq, cos_sin};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 
-/// Deterministic, trained-looking CLEX weights (small, non-zero D) for d and p.
-fn weights(dim: usize, p: usize) -> OdeWeights {
-    let (k, h) = (dim / 2, p * dim);
-    OdeWeights {
-        inv_freq: base_inv_freq(1e4, dim),
-        up: (0..k * h).map(|i| 0.02 * ((i * 37 % 101) as f32 / 50.0 - 1.0)).collect(),
-        down: (0..h * k).map(|i| 0.003 * ((i * 53 % 97) as f32 / 48.0 - 1.0)).collect(),
-    }
-}
+mod common;
+use common::weights;
 
 fn theta_table(c: &mut Criterion) {
     let mut group = c.benchmark_group("theta_table");

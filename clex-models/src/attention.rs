@@ -73,6 +73,7 @@ impl<B: Backend> Attention<B> {
     /// tensors, and the attention products read head-major views of them without a copy.
     pub fn forward(&self, x: Tensor<B, 3>, rot: &RotaryBatch<B>, kv: Option<&mut LayerKv<B>>, mask: &Tensor<B, 4, Bool>) -> Tensor<B, 3> {
         let [b, s, _] = x.dims();
+        let x_device = x.device();
         let q = self.split_heads(self.q_proj.forward(x.clone()), self.num_heads);
         let k = self.split_heads(self.k_proj.forward(x.clone()), self.num_kv_heads);
         let v = self.split_heads(self.v_proj.forward(x), self.num_kv_heads);
@@ -109,16 +110,29 @@ impl<B: Backend> Attention<B> {
         let q = q.swap_dims(1, 2);
         let k_all = self.repeat_kv(k_all).swap_dims(1, 2);
         let v_all = self.repeat_kv(v_all).swap_dims(1, 2);
+        let rows = if s == 1 && gemv_unsafe::<B>(&x_device) { 2 } else { s };
+        let (q, mask) = if rows != s { (q.repeat_dim(2, 2), mask.clone().repeat_dim(2, 2)) } else { (q, mask.clone()) };
         let scores = q.matmul(k_all.swap_dims(2, 3)).mul_scalar(1.0 / (self.head_dim as f64).sqrt());
         // Mask and softmax in f32 whatever the compute dtype, as transformers' eager path
         // does; the mask value is a large finite f32 (rows that are all padding stay finite),
         // which f16 could not hold (libtorch refuses the conversion).
         let dtype = scores.dtype();
         let scores = if dtype == DType::F32 { scores } else { scores.cast(FloatDType::F32) };
-        let probs = softmax(scores.mask_fill(mask.clone(), -1.0e30), 3);
+        let probs = softmax(scores.mask_fill(mask, -1.0e30), 3);
         let probs = if dtype == DType::F32 { probs } else { probs.cast(dtype) };
-        let out = probs.matmul(v_all); // [b, h, s, d]
+        let out = probs.matmul(v_all); // [b, h, rows, d]
+        let out = if rows == s { out } else { out.narrow(2, 0, s) }; // [b, h, s, d]
         let out = out.swap_dims(1, 2).reshape([b, s, self.num_heads * self.head_dim]);
         self.o_proj.forward(out)
     }
+}
+
+/// One query row (a decode step) makes both attention products vector-matrix products over
+/// the cache length. cubecl 0.10's matmul autotune (wgpu, cuda) caches its pick per bucket of
+/// lengths, and its gemv kernels refuse lengths that are not a multiple of the GPU's plane
+/// size: a pick tuned at 48 cached keys panics at 41 ("Rhs dimension n=41 must be a multiple
+/// of plane size"). There a second, copied query row (dropped after) makes them general
+/// matmuls, which take any length. Other backends' gemv takes any length, so they keep it.
+fn gemv_unsafe<B: Backend>(device: &B::Device) -> bool {
+    B::name(device).contains("cubecl")
 }

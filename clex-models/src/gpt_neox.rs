@@ -46,10 +46,7 @@ fn linear_from_hf<B: Backend>(
     device: &B::Device,
     dtype: DType,
 ) -> Linear<B> {
-    // Materialised [in, out], not a transposed view: a strided weight is copied to contiguous
-    // memory by every matmul (41% of a CPU decode step of the bench GPT-NeoX, BENCHMARKS.md).
-    let w = hf::tensor::<B, 2>(w_out_in, [d_out, d_in], device, dtype).transpose();
-    let w = burn::tensor::Tensor::from_data(w.into_data(), (device, dtype));
+    let w = hf::in_out_weight(hf::tensor::<B, 2>(w_out_in, [d_out, d_in], device, dtype), device, dtype);
     Linear { weight: Param::from_tensor(w), bias: bias.map(|b| Param::from_tensor(hf::tensor::<B, 1>(b, [d_out], device, dtype))) }
 }
 

@@ -10,6 +10,13 @@ use crate::config::ModelConfig;
 use crate::error::ModelError;
 use crate::weights::Checkpoint;
 
+/// An HF `nn.Linear` weight `[out, in]` as burn's `[in, out]`, materialised rather than a
+/// transposed view: a strided weight would be copied to contiguous memory by every matmul
+/// (most of a CPU decode step).
+pub(crate) fn in_out_weight<B: Backend>(w_out_in: Tensor<B, 2>, device: &B::Device, dtype: DType) -> Tensor<B, 2> {
+    Tensor::from_data(w_out_in.transpose().into_data(), (device, dtype))
+}
+
 /// A host tensor in HF layout, ready to be written.
 #[derive(Debug, Clone)]
 pub struct HostTensor {

@@ -234,9 +234,7 @@ impl Checkpoint {
         dtype: DType,
     ) -> Result<Linear<B>, ModelError> {
         let w: Tensor<B, 2> = self.tensor(&format!("{prefix}.weight"), [d_out, d_in], device, dtype)?;
-        // Materialised, not a transposed view: a strided weight would be copied to contiguous
-        // memory by every matmul (most of a CPU decode step).
-        let w = Tensor::from_data(w.transpose().into_data(), (device, dtype));
+        let w = crate::hf::in_out_weight(w, device, dtype);
         let bias = if bias { Some(Param::from_tensor(self.tensor(&format!("{prefix}.bias"), [d_out], device, dtype)?)) } else { None };
         Ok(Linear { weight: Param::from_tensor(w), bias })
     }

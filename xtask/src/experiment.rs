@@ -275,8 +275,9 @@ fn evaluate(cand: &Candidate, set: &EvalSet, s: &Settings) -> anyhow::Result<Eva
     })
 }
 
-/// Position buckets of a window of `len` tokens: L/8, L/4 and L/2 show how much the model
-/// gains from context within its training length; L, 2L, 4L, ... where extrapolation starts.
+/// Position buckets of a window of `len` tokens: L/8, L/4 and L/2 within the training
+/// length (L/2.. is the reference the report compares later buckets with); L, 2L, 4L, ...
+/// where extrapolation starts.
 fn position_buckets(l: usize, len: usize) -> Vec<usize> {
     let mut starts = vec![0];
     let mut b = (l / 8).max(1);
@@ -314,7 +315,9 @@ pub fn run(args: ExperimentArgs) -> anyhow::Result<()> {
 
     let stage1_dir = out_dir.join("stage1");
     let mut outcomes: Vec<(StageOutcome, RopeChoice)> = Vec::new();
-    let first = run_stage("stage1", options(&s, stage1_dir.clone(), RopeChoice::None, None, 1), "")?;
+    let stage1_opts = options(&s, stage1_dir.clone(), RopeChoice::None, None, 1);
+    let stage1_checkpoint_every = stage1_opts.checkpoint_every;
+    let first = run_stage("stage1", stage1_opts, "")?;
     let upstream = first.fingerprint.clone();
     outcomes.push((first, RopeChoice::None));
     for (name, _, rope, multiple) in &runs {
@@ -343,11 +346,7 @@ pub fn run(args: ExperimentArgs) -> anyhow::Result<()> {
         settings: &s,
         root: &root,
         stages: &outcomes,
-        stage1_trend: &stages::validation_trend(
-            &stage1_dir,
-            s.seq_len,
-            options(&s, stage1_dir.clone(), RopeChoice::None, None, 1).checkpoint_every,
-        ),
+        stage1_trend: &stages::validation_trend(&stage1_dir, s.seq_len, stage1_checkpoint_every),
         methods: &evaluated,
         eval_set: &set,
         eval_documents: docs.len(),

@@ -166,6 +166,10 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     o.preset = Preset::parse(&args.preset).with_context(|| format!("--preset {}: accepted values: tiny, small", args.preset))?;
     o.init_from = args.init_from.clone();
     o.rope = rope(&args)?;
+    // Checked here too (the config rejects it as well) so a typo fails before tokenizing.
+    if !(args.rope_theta.is_finite() && args.rope_theta > 0.0) {
+        bail!("--rope-theta {}: must be a number > 0", args.rope_theta);
+    }
     o.rope_theta = args.rope_theta;
     o.precision = Precision::parse(&args.dtype).with_context(|| format!("--dtype {}: accepted values: f32, f16, bf16", args.dtype))?;
     o.seq_len = args.seq_len;
