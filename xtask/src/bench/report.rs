@@ -101,7 +101,8 @@ fn show_pct(s: Option<Spread>) -> String {
     s.map(|s| s.show_pct()).unwrap_or_else(|| "–".into())
 }
 
-fn median_of(v: &[f64]) -> f64 {
+/// The median of the finite values, NaN when there are none.
+pub(super) fn median_of(v: &[f64]) -> f64 {
     Spread::of(v).map(|s| s.median).unwrap_or(f64::NAN)
 }
 

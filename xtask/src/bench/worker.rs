@@ -27,6 +27,7 @@ use clex_train::step::{ClexLm, StepSettings};
 use serde::{Deserialize, Serialize};
 
 use super::machine::peak_rss_bytes;
+use super::report::median_of;
 
 /// Flags of the hidden `xtask bench-worker`.
 #[derive(clap::Args, Debug)]
@@ -152,16 +153,6 @@ fn forward(model: &CausalLm<Inference>, ids: &[u32], cache: &mut clex_models::Kv
     Ok(())
 }
 
-fn median(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
-}
-
 fn ms(start: Instant) -> f64 {
     start.elapsed().as_secs_f64() * 1e3
 }
@@ -212,7 +203,7 @@ fn result(
     InferResult {
         engine: engine.into(),
         prefill_tokens,
-        prefill_s: median(&prefill_runs),
+        prefill_s: median_of(&prefill_runs),
         prefill_runs,
         decode,
         cache_bytes: Some(cache_bytes as u64),
@@ -259,9 +250,7 @@ fn pair(args: &WorkerArgs, ids: &[u32]) -> anyhow::Result<[InferResult; 2]> {
     // its handles): two separately loaded copies of one checkpoint decode up to 5-7% apart
     // in one process, by where their weights landed in memory, which would swamp a 2% target.
     let plain = load(&args.model)?;
-    let cfg = clex_models::read_config(other)?;
-    let clex_core::RopeScaling::Clex(params) = cfg.rope.scaling else { bail!("{} is not a CLEX model", other.display()) };
-    let clex = clex_models::attach_fresh_clex(plain.clone(), params)?;
+    let clex = clex_twin(&plain, other)?;
     let models = [plain, clex];
     for m in &models {
         warm_up(m, ids)?;
@@ -310,6 +299,14 @@ fn pair(args: &WorkerArgs, ids: &[u32]) -> anyhow::Result<[InferResult; 2]> {
         result("clex-rs", &models[0], args.prefill, p0, d0, caches[0].memory_bytes()),
         result("clex-rs", &models[1], args.prefill, p1, d1, caches[1].memory_bytes()),
     ])
+}
+
+/// `plain` with a fresh CLEX layer of `other`'s CLEX settings, on the very same weight tensors.
+fn clex_twin<B: Backend>(plain: &CausalLm<B>, other: &std::path::Path) -> anyhow::Result<CausalLm<B>> {
+    let clex_core::RopeScaling::Clex(params) = clex_models::read_config(other)?.rope.scaling else {
+        bail!("{} is not a CLEX model", other.display())
+    };
+    Ok(clex_models::attach_fresh_clex(plain.clone(), params)?)
 }
 
 /// One model under training: the step of clex-train (forward, loss, backward) and AdamW.
@@ -389,15 +386,13 @@ fn train(args: &WorkerArgs, ids: &[u32]) -> anyhow::Result<TrainResult> {
 fn train_pair(args: &WorkerArgs, ids: &[u32]) -> anyhow::Result<[TrainResult; 2]> {
     let other = args.other.as_ref().context("--task train-pair needs --other")?;
     let plain: CausalLm<Training> = load_model(&args.model, &backend::device(None), DType::F32)?;
-    let clex_core::RopeScaling::Clex(params) = clex_models::read_config(other)?.rope.scaling else {
-        bail!("{} is not a CLEX model", other.display())
-    };
-    let clex = clex_models::attach_fresh_clex(plain.clone(), params)?;
+    let clex = clex_twin(&plain, other)?;
     let mut trainers = [Trainer::new(plain), Trainer::new(clex)];
     for step in 0..args.warmup + args.steps {
+        let batch = train_batch(args, ids, step)?;
         let order = if step % 2 == 0 { [0, 1] } else { [1, 0] };
         for k in order {
-            trainers[k].step(train_batch(args, ids, step)?, step >= args.warmup)?;
+            trainers[k].step(batch.clone(), step >= args.warmup)?;
         }
     }
     let [a, b] = trainers;
