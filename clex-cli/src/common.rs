@@ -114,6 +114,8 @@ impl RopeOverride {
         let mut raw = config.raw.clone();
         if let Some(o) = raw.as_object_mut() {
             o.remove("rope_parameters");
+            // transformers 5 keeps partial_rotary_factor inside rope_parameters: keep it.
+            o.insert("partial_rotary_factor".into(), (config.rope.rotary_dim as f64 / config.rope.head_dim as f64).into());
             o.insert("rope_theta".into(), config.rope.theta.into());
             o.insert("rope_scaling".into(), block);
             if let Some(p) = self.rope_p {

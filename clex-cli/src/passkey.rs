@@ -42,7 +42,7 @@ pub struct PasskeyArgs {
     /// Compute dtype: f32 | f16 | bf16.
     #[arg(long, default_value = "f32")]
     dtype: String,
-    /// Write the results as JSON here.
+    /// Write the results as JSON here (per cell, and per trial: key, needle position, answer).
     #[arg(long)]
     json: Option<PathBuf>,
 }
@@ -76,6 +76,7 @@ pub fn run(args: PasskeyArgs) -> anyhow::Result<()> {
     for &len in &lengths {
         for &depth in &depths {
             let mut correct = 0;
+            let mut detail = Vec::new();
             for _ in 0..args.trials {
                 let key: u32 = rng.random_range(10000..100000);
                 let needle = enc(&format!("The pass key is {key}. Remember it. {key} is the pass key. "))?;
@@ -88,12 +89,14 @@ pub fn run(args: PasskeyArgs) -> anyhow::Result<()> {
                 let prompt: Vec<u32> = bos.iter().chain(&hay[..at]).chain(&needle).chain(&hay[at..]).chain(&question).copied().collect();
                 let answer = greedy(&model, &prompt, 8, &device)?;
                 let text = tok.decode(&answer, true).map_err(|e| anyhow::anyhow!("decoding: {e}"))?;
-                let digits: String = text.chars().skip_while(|c| !c.is_ascii_digit()).take_while(char::is_ascii_digit).collect();
-                correct += (digits == key.to_string()) as usize;
+                correct += retrieved(&text, key) as usize;
+                // Where the needle really is, found in the prompt, for tests and debugging.
+                let needle_at = prompt.windows(needle.len()).position(|w| w == needle.as_slice());
+                detail.push(serde_json::json!({"key": key, "prompt_tokens": prompt.len(), "needle_at": needle_at, "needle_tokens": needle.len(), "answer": text}));
             }
             let acc = correct as f64 / args.trials.max(1) as f64;
             println!("{len:>8} {depth:>6.2} {correct:>4}/{:<3} {acc:>9.3}", args.trials);
-            cells.push(serde_json::json!({"length": len, "depth": depth, "trials": args.trials, "correct": correct, "accuracy": acc}));
+            cells.push(serde_json::json!({"length": len, "depth": depth, "trials": args.trials, "correct": correct, "accuracy": acc, "detail": detail}));
         }
     }
     if let Some(j) = &args.json {
@@ -101,6 +104,12 @@ pub fn run(args: PasskeyArgs) -> anyhow::Result<()> {
         clex_models::write_atomic(j, serde_json::to_string_pretty(&v)?.as_bytes())?;
     }
     Ok(())
+}
+
+/// Whether an answer retrieves `key`: its first run of digits is exactly the key.
+fn retrieved(answer: &str, key: u32) -> bool {
+    let digits: String = answer.chars().skip_while(|c| !c.is_ascii_digit()).take_while(char::is_ascii_digit).collect();
+    digits == key.to_string()
 }
 
 fn greedy(
@@ -118,4 +127,20 @@ fn greedy(
         logits = model.forward_with(ids_tensor(&[next], device), Some(&mut cache), &ForwardOptions::default())?.logits;
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::retrieved;
+
+    #[test]
+    fn only_the_exact_key_counts_as_retrieved() {
+        assert!(retrieved(" 79872. Remember it.", 79872));
+        assert!(retrieved("79872", 79872));
+        assert!(!retrieved(" 12345.", 79872), "another five-digit number");
+        assert!(!retrieved(" 798721", 79872), "the key with a digit more");
+        assert!(!retrieved(" 7987", 79872), "a prefix of the key");
+        assert!(!retrieved(" 7 9872", 79872), "the key split: only the first run counts");
+        assert!(!retrieved(" the pass key.", 79872), "no digits");
+    }
 }

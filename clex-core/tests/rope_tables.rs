@@ -112,3 +112,85 @@ fn dynamic_ntk_depends_on_length() {
         assert!(f256[i] < base[i] && f512[i] < f256[i], "i={i}: {} {} {}", base[i], f256[i], f512[i]);
     }
 }
+
+/// Llama 3.1 and LongRoPE tables from `fixtures/rope_tables_extra.safetensors`
+/// (`scripts/goldens/make_extra_goldens.py`: transformers 5.24's own rotary modules, a fresh one
+/// per length, so LongRoPE switches from `short_factor` to `long_factor` exactly as HF does
+/// once the length passes `original_max_position_embeddings`). Covers tiny LLaMA and
+/// partial-rotary GPT-NeoX configs (llama3 with frequencies in all three bands; longrope at
+/// 64, 128 = P_orig, 129 and 256 tokens, also with explicit `factor` / `attention_factor`), the
+/// Llama-3.1-8B geometry (θ = 5e5, factor 8, P_orig 8192) and a Phi-3-mini-128k-like LongRoPE
+/// (head_dim 96, P_orig 4096, P 131072, seeded factors) at positions up to 131071.
+///
+/// Tolerances (measured against this fixture): inv_freq 1e-6 relative (measured 9.5e-8: every
+/// θ is bit-identical except one of the 48 Phi-3 frequencies, 1 ulp off through f32 powf);
+/// attention scaling exact (measured 0). cos/sin are built end to end from our θ and scaling:
+/// 1.2e-6 + 2·m·max|Δθ| (1.2e-6 is 10x the measured 1.19e-7 cos/sin rounding where θ is
+/// bit-identical; a Δθ turns into an angle error m·Δθ, times a scaling < 2; measured 1.5e-5 at
+/// m = 131071 in the Phi-3 table).
+#[test]
+fn llama3_and_longrope_tables_match_transformers() {
+    let fx = Fixture::open("rope_tables_extra.safetensors");
+    let manifest = read_json("rope_tables_extra.json");
+    let tables = manifest["rope_tables"].as_object().unwrap();
+    assert_eq!(tables.len(), 16, "fixture should hold 16 tables");
+    let device = Default::default();
+    let (mut worst_inv, mut worst_cs, mut worst_cs_vs_tol) = (0.0f32, 0.0f32, 0.0f32);
+    for (key, entry) in tables {
+        let cfg = config_for(entry);
+        let kind = entry["rope_parameters"]["rope_type"].as_str().unwrap();
+        assert_eq!(cfg.scaling.kind(), kind, "{key}");
+        let seq_len: usize = key.rsplit('/').next().unwrap()[1..].parse().unwrap();
+        let freqs = cfg.frequencies(seq_len);
+        let (want_inv, _) = fx.f32(&format!("{key}/inv_freq"));
+        worst_inv = worst_inv.max(assert_close_rel(&format!("{key}/inv_freq"), &freqs.inv_freq, &want_inv, 1e-6));
+        let (want_scale, _) = fx.f32(&format!("{key}/attention_scaling"));
+        assert_eq!(freqs.attention_scaling, want_scale[0], "{key}: attention_scaling");
+        assert!((want_scale[0] as f64 - entry["attention_scaling"].as_f64().unwrap()).abs() < 1e-6);
+        let dtheta = freqs.inv_freq.iter().zip(&want_inv).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+
+        let positions: Vec<i64> =
+            if fx.has(&format!("{key}/positions")) { fx.i64(&format!("{key}/positions")) } else { (0..seq_len as i64).collect() };
+        let suffix = if fx.has(&format!("{key}/cos_at")) { "_at" } else { "" };
+        let (want_cos, shape) = fx.f32(&format!("{key}/cos{suffix}"));
+        let (want_sin, _) = fx.f32(&format!("{key}/sin{suffix}"));
+        assert_eq!(shape, vec![positions.len(), cfg.rotary_dim], "{key}");
+        let pos_f: Vec<f32> = positions.iter().map(|&p| p as f32).collect();
+        let (n, k) = (pos_f.len(), freqs.inv_freq.len());
+        let (cos, sin) = cos_sin::<B>(
+            Tensor::from_data(TensorData::new(pos_f, [n]), &device),
+            Tensor::from_data(TensorData::new(freqs.inv_freq.clone(), [k]), &device),
+            freqs.attention_scaling,
+        );
+        let (cos, sin) = (to_vec(cos), to_vec(sin));
+        for (r, &m) in positions.iter().enumerate() {
+            let tol = 1.2e-6 + 2.0 * m as f32 * dtheta;
+            let row = r * 2 * k..(r + 1) * 2 * k;
+            let what = format!("{key} row m={m}");
+            let dc = assert_close_abs(&format!("{what} cos"), &cos[row.clone()], &want_cos[row.clone()], tol);
+            let ds = assert_close_abs(&format!("{what} sin"), &sin[row.clone()], &want_sin[row], tol);
+            worst_cs = worst_cs.max(dc.max(ds));
+            worst_cs_vs_tol = worst_cs_vs_tol.max(dc.max(ds) / tol);
+        }
+    }
+
+    // The goldens exercise what they are for: llama3 frequencies in all three bands (kept,
+    // divided by the factor, smoothed between), and LongRoPE on both sides of its switch.
+    let (tiny, _) = fx.f32("llama_tiny/llama3/L64/inv_freq");
+    let base = clex_core::rope::base_inv_freq(10000.0, 16);
+    let kept = tiny.iter().zip(&base).filter(|(t, b)| t == b).count();
+    let divided = tiny.iter().zip(&base).filter(|(t, b)| **t == **b / 4.0).count();
+    assert!(
+        kept >= 1 && divided >= 1 && kept + divided <= tiny.len() - 2,
+        "llama3 bands: {kept} kept, {divided} divided of {}",
+        tiny.len()
+    );
+    for prefix in ["llama_tiny/longrope", "llama_tiny/longrope_explicit", "gpt_neox_tiny/longrope"] {
+        let (short, _) = fx.f32(&format!("{prefix}/L128/inv_freq"));
+        let (long, _) = fx.f32(&format!("{prefix}/L129/inv_freq"));
+        assert!(short.iter().zip(&long).all(|(s, l)| s != l), "{prefix}: short and long factors give the same θ");
+    }
+    eprintln!(
+        "llama3/longrope tables: inv_freq max rel {worst_inv:e}; cos/sin max |diff| {worst_cs:e}, at most {worst_cs_vs_tol:.2} of the tolerance"
+    );
+}

@@ -10,7 +10,7 @@
 //! and per-token NLL against transformers 5.24 on the same GGUF dequantised to f32
 //! (tests/fixtures/smollm2), loaded straight from the GGUF and from the converted HF
 //! directory; the embedded tokenizer; greedy generation. Skipped, with the reason on stderr,
-//! when the GGUF is absent.
+//! when the GGUF is absent, unless `CLEX_REQUIRE_SMOLLM2=1` makes that a failure.
 
 mod common;
 mod gguf_files;
@@ -507,10 +507,14 @@ fn gguf_mapping_errors_name_the_key_or_tensor() {
 // ---------------------------------------------------------------------------------------
 // SmolLM2-135M-Instruct (needs `cargo xtask fetch-smollm2`)
 
+/// The GGUF, or None (with the reason printed) when it is absent; cargo hides that line, so
+/// `CLEX_REQUIRE_SMOLLM2=1` (set by `.ci/run`, which fetches the GGUF) makes it a failure.
 fn smollm2() -> Option<std::path::PathBuf> {
     match smollm2_gguf() {
         Ok(p) => Some(p),
         Err(why) => {
+            let required = std::env::var("CLEX_REQUIRE_SMOLLM2").as_deref() == Ok("1");
+            assert!(!required, "CLEX_REQUIRE_SMOLLM2=1 but {why}");
             eprintln!("skipping: {why}");
             None
         }

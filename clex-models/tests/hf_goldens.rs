@@ -61,3 +61,114 @@ fn cached_decode_equals_full_forward() {
         }
     }
 }
+
+// ---- Goldens of `fixtures/hf_extra` (scripts/goldens/make_extra_goldens.py, transformers 5.24,
+// eager attention, f32): the tiny models above with llama3 / longrope rope, LLaMA biases and a
+// sequential-residual GPT-NeoX. Logits are stored at a subset of rows of a full forward.
+
+/// Max |diff| of the logits at `key`'s rows of a forward over the first `len` input bytes.
+fn check_rows(model: &clex_models::CausalLm<B>, g: &clex_models::weights::Checkpoint, key: &str, len: usize, tol: f32) -> f32 {
+    let (inputs, _) = g.read_f32("inputs").unwrap();
+    let (rows, _) = g.read_f32(&format!("{key}/rows")).unwrap();
+    let (want, shape) = g.read_f32(&format!("{key}/logits")).unwrap();
+    assert_eq!(shape, vec![rows.len(), 256], "{key}");
+    assert_eq!(*rows.last().unwrap() as usize, len - 1, "{key}: the last row is stored");
+    let all = values(model.forward(ids(&inputs[..len])).unwrap());
+    let got: Vec<f32> = rows.iter().flat_map(|&r| all[r as usize * 256..(r as usize + 1) * 256].to_vec()).collect();
+    check(&format!("{key} logits"), &got, &want, tol)
+}
+
+/// Llama 3.1 (factor 4, low 1, high 8, P_orig 128: frequencies in all three bands) at 512
+/// tokens, and LongRoPE (P 512, P_orig 128) at 128 tokens (short factors), 129 (long factors)
+/// and 512, each from the transformers-5 and the legacy `rope_scaling` config (LongRoPE also
+/// with Phi-3's top-level `original_max_position_embeddings`). Tolerance 1e-4
+/// (measured 8.4e-6 llama3, 1.1e-5 longrope; 10x margin).
+#[test]
+fn llama3_and_longrope_logits_match_transformers() {
+    let g = golden("hf_extra/logits.safetensors");
+    let mut report = Vec::new();
+    for (kind, lens, suffixes) in
+        [("llama3", &[512usize][..], &["", "_legacy"][..]), ("longrope", &[128, 129, 512][..], &["", "_legacy", "_toplevel_legacy"][..])]
+    {
+        for suffix in suffixes {
+            let model = load(&format!("hf_extra/llama_{kind}{suffix}.json"), "hf/llama.safetensors");
+            assert_eq!(model.rope().scaling.kind(), kind);
+            let mut worst = 0.0f32;
+            for &len in lens {
+                worst = worst.max(check_rows(&model, &g, &format!("llama_{kind}/L{len}"), len, 1e-4));
+            }
+            report.push(format!("llama_{kind}{suffix}: {worst:.2e}"));
+        }
+    }
+    eprintln!("max abs logit error: {}", report.join(", "));
+}
+
+/// Decoding across LongRoPE's switch: prefill 120 tokens, then one token at a time to 140.
+/// Under `Reference`, cached keys keep the short-factor rotation they were made with, as in
+/// transformers' DynamicCache (the golden is HF's own cached decode; it differs from a full
+/// forward by up to 8.6 after the switch). Under `Recompute`, each step equals a full forward
+/// of its length (checked at the 128- and 129-token rows of the full-forward goldens).
+/// Tolerance 1e-4 (measured 1.0e-5 Reference, 3.8e-6 Recompute; 10x margin).
+#[test]
+fn longrope_cached_decode_follows_transformers() {
+    let g = golden("hf_extra/logits.safetensors");
+    let (inputs, _) = g.read_f32("inputs").unwrap();
+    let (want, shape) = g.read_f32("llama_longrope/decode/logits").unwrap();
+    assert_eq!(shape, vec![20, 256]);
+    let model = load("hf_extra/llama_longrope.json", "hf/llama.safetensors");
+    let opts = ForwardOptions::default();
+    let mut report = Vec::new();
+    for policy in [CachePolicy::Reference, CachePolicy::Recompute] {
+        let mut cache = model.new_cache(policy);
+        model.forward_with(ids(&inputs[..120]), Some(&mut cache), &opts).unwrap();
+        let mut steps = Vec::new();
+        for i in 120..140 {
+            steps.push(values(model.forward_with(ids(&inputs[i..i + 1]), Some(&mut cache), &opts).unwrap().logits));
+        }
+        let worst = match policy {
+            CachePolicy::Reference => check("longrope Reference decode", &steps.concat(), &want, 1e-4),
+            CachePolicy::Recompute => {
+                assert_eq!(cache.stats().recomputes, 1, "one replay at the switch");
+                let mut worst = 0.0f32;
+                for len in [128usize, 129] {
+                    let (w, _) = g.read_f32(&format!("llama_longrope/L{len}/logits")).unwrap();
+                    let last = &w[w.len() - 256..];
+                    worst = worst.max(check(&format!("longrope Recompute step {}", len - 1), &steps[len - 121], last, 1e-4));
+                }
+                worst
+            }
+        };
+        report.push(format!("{policy:?}: {worst:.2e}"));
+    }
+    eprintln!("longrope decode, max abs logit error: {}", report.join(", "));
+}
+
+/// LLaMA with `attention_bias` (q/k/v/o) and `mlp_bias` (gate/up/down): the weights of
+/// `hf/llama.safetensors` plus the 14 bias vectors of `hf_extra/llama_bias.safetensors`
+/// (0.1·N(0,1); they move the logits by up to 2.6). 64 tokens, every 4th row. Tolerance 7e-5
+/// (measured 6.8e-6; 10x margin).
+#[test]
+fn llama_with_biases_matches_transformers() {
+    let g = golden("hf_extra/logits.safetensors");
+    let model = clex_models::load_from_files::<B>(
+        &fixture("hf_extra/llama_bias.json"),
+        &[fixture("hf/llama.safetensors"), fixture("hf_extra/llama_bias.safetensors")],
+        &Default::default(),
+        burn::tensor::DType::F32,
+    )
+    .unwrap();
+    let worst = check_rows(&model, &g, "llama_bias/L64", 64, 7e-5);
+    eprintln!("llama with biases, max abs logit error {worst:.2e}");
+}
+
+/// GPT-NeoX with `use_parallel_residual: false` (h = x + attn(ln1(x)); out = h + mlp(ln2(h))),
+/// the weights of `hf/gpt_neox.safetensors` (the parallel form differs by up to 5.6). 64
+/// tokens, every 4th row. Tolerance 5e-5 (measured 4.3e-6; 10x margin).
+#[test]
+fn sequential_residual_gpt_neox_matches_transformers() {
+    let g = golden("hf_extra/logits.safetensors");
+    let model = load("hf_extra/gpt_neox_sequential.json", "hf/gpt_neox.safetensors");
+    assert!(!model.config().use_parallel_residual);
+    let worst = check_rows(&model, &g, "gpt_neox_sequential/L64", 64, 5e-5);
+    eprintln!("sequential gpt_neox, max abs logit error {worst:.2e}");
+}

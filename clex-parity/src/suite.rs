@@ -31,23 +31,36 @@ fn done(c: Check, t0: std::time::Instant) -> Check {
     c
 }
 
-/// Absolute logit tolerances per compute dtype. The goldens are f32; a half-precision model
-/// is compared with them directly, so its bound is its rounding error over a forward pass of
-/// these tiny models: f16 measured up to 3.3e-2 on flex (weights, activations and the
-/// attention all in f16; softmax in f32), bf16 has 3 fewer mantissa bits (8x).
+/// Absolute logit tolerances per compute dtype, from the worst errors measured on flex
+/// (2026-11-30; `cargo test -p clex-parity --test flex -- --nocapture` prints them; wgpu on
+/// lavapipe measured f16 full forwards at 3.3e-2 too, and its 4 f16 decode steps at 2.2e-2). The goldens are f32; a half-precision model is
+/// compared with them directly, so its bound is its rounding error over these tiny models
+/// (weights, activations, attention and the KV cache in the half type; softmax in f32).
+/// Cached decode has its own bound: the cache holds half-precision keys (re-rotated from
+/// half-precision raw keys at each t change) and values, which a full forward never keeps.
+///
+/// f32 has a ~10x margin. The half types have 1.25-2x: a 10x bound would exceed the bugs these
+/// checks are for, a cache that recomputes where the official code keeps its old entries
+/// (gpt_neox logits move by 0.41, llama by 2.3) and θ(t−1) for θ(t) (1.6-8; manifest
+/// `bug_sensitivity_*`). bf16's own error is near 0.41, so bf16 sees only the larger ones.
 #[derive(Debug, Clone, Copy)]
 pub struct Tolerance {
-    /// Logits and decode logits.
+    /// Full-forward logits.
     pub logits: f32,
+    /// Logits of cached decode steps.
+    pub decode: f32,
 }
 
 impl Tolerance {
     /// The bound for `dtype`.
     pub fn for_dtype(dtype: DType) -> Self {
         match dtype {
-            DType::F16 => Tolerance { logits: 5e-2 },
-            DType::BF16 => Tolerance { logits: 4e-1 },
-            _ => Tolerance { logits: 1e-4 },
+            // Measured: logits 3.3e-2 (hf llama/yarn), decode 4.7e-2 (llama, Recompute, 40 steps).
+            DType::F16 => Tolerance { logits: 5e-2, decode: 1e-1 },
+            // Measured: logits 3.2e-1 (clex llama L256), decode 2.1e-1 (llama, Recompute).
+            DType::BF16 => Tolerance { logits: 4e-1, decode: 4e-1 },
+            // Measured: logits 1.1e-5 (clex llama L256), decode 9.3e-6 (llama, Reference).
+            _ => Tolerance { logits: 1e-4, decode: 1e-4 },
         }
     }
 }
@@ -82,29 +95,45 @@ fn clex_model<B: Backend>(name: &str, device: &B::Device, dtype: DType) -> Causa
     }
 }
 
-/// The official CLEX code's logits (P = 32, T_max = 8) at lengths with t = 1, 2, 2, 4, 8.
+/// The lengths of the official-CLEX golden: every `L<N>` of its manifest's results but
+/// N = 300, where the reference raises (clex-models' `clex_goldens` holds the manifest and
+/// the golden file to the same list). t = 1, (1,) 2, 2, 4, 8.
+const CLEX_LENGTHS: [(&str, &[usize]); 2] = [("llama", &[20, 32, 33, 64, 100, 256]), ("gpt_neox", &[20, 33, 64, 100, 256])];
+
+/// The official CLEX code's logits (P = 32, T_max = 8) at every golden length.
 pub fn clex_logits<B: ClexBackend>(device: &B::Device, dtype: DType) -> Vec<Check> {
     let g = golden("clex/logits.safetensors");
     let (input, _) = g.read_f32("inputs/ids").expect("golden ids");
     let tol = Tolerance::for_dtype(dtype).logits;
     let t0 = std::time::Instant::now();
     let mut out = Vec::new();
-    for name in ["llama", "gpt_neox"] {
+    for (name, lens) in CLEX_LENGTHS {
+        let mut in_golden: Vec<usize> = g
+            .names()
+            .iter()
+            .filter_map(|n| {
+                n.strip_prefix(&format!("{name}/L")).and_then(|r| r.strip_suffix("/logits")).map(|l| l.parse().expect("a length"))
+            })
+            .collect();
+        in_golden.sort();
+        assert_eq!(in_golden, lens, "{name}: the golden's lengths");
         let model = clex_model::<B>(name, device, dtype);
-        for len in [20, 33, 64, 100, 256] {
-            let Ok((want, _)) = g.read_f32(&format!("{name}/L{len}/logits")) else { continue };
+        for &len in lens {
+            let (want, _) = g.read_f32(&format!("{name}/L{len}/logits")).expect("golden logits");
             let logits = values(model.forward(ids(&input[..len], device)).expect("forward"));
             out.push(done(Check { name: format!("clex {name} L{len} logits"), worst: max_diff(&logits, &want), tol }, t0));
         }
     }
-    assert!(out.len() >= 6, "the CLEX golden has the expected lengths");
     out
 }
 
-/// KV-cache decoding from 30 to 70 tokens (t = 1 → 2 → 3) under both cache policies.
-pub fn clex_decode<B: ClexBackend>(device: &B::Device, dtype: DType) -> Vec<Check> {
+/// KV-cache decoding after a 30-token prefill, `steps` single-token steps (at most 40:
+/// N = 31..70, t = 1 → 2 at step 2 → 3 at step 34) under both cache policies, against the
+/// official code's cached steps (Reference) and its full forwards (Recompute).
+pub fn clex_decode<B: ClexBackend>(device: &B::Device, dtype: DType, steps: usize) -> Vec<Check> {
+    assert!((1..=40).contains(&steps), "the golden has 40 decode steps");
     let g = golden("clex/logits.safetensors");
-    let tol = Tolerance::for_dtype(dtype).logits;
+    let tol = Tolerance::for_dtype(dtype).decode;
     let t0 = std::time::Instant::now();
     let mut out = Vec::new();
     for name in ["llama", "gpt_neox"] {
@@ -115,23 +144,24 @@ pub fn clex_decode<B: ClexBackend>(device: &B::Device, dtype: DType) -> Vec<Chec
             let mut cache = model.new_cache(policy);
             model.forward_with(ids(&input[..30], device), Some(&mut cache), &ForwardOptions::default()).expect("prefill");
             let mut got = Vec::new();
-            for s in 0..40 {
+            for s in 0..steps {
                 let step = model.forward_with(ids(&input[30 + s..31 + s], device), Some(&mut cache), &ForwardOptions::default());
                 got.extend(values(step.expect("decode step").logits));
             }
-            out.push(done(Check { name: format!("clex {name} decode {policy:?} (40 steps)"), worst: max_diff(&got, &want), tol }, t0));
+            let worst = max_diff(&got, &want[..got.len()]);
+            out.push(done(Check { name: format!("clex {name} decode {policy:?} ({steps} steps)"), worst, tol }, t0));
         }
     }
     out
 }
 
-/// The golden logits at `dtype` ([`hf_logits`], [`clex_logits`]), plus cached decoding
-/// ([`clex_decode`]) when `decode`.
-pub fn suite<B: ClexBackend>(device: &B::Device, dtype: DType, decode: bool) -> Vec<Check> {
+/// The golden logits at `dtype` ([`hf_logits`], [`clex_logits`]), plus `decode_steps` of
+/// cached decoding ([`clex_decode`]; none when 0).
+pub fn suite<B: ClexBackend>(device: &B::Device, dtype: DType, decode_steps: usize) -> Vec<Check> {
     let mut checks = hf_logits::<B>(device, dtype);
     checks.extend(clex_logits::<B>(device, dtype));
-    if decode {
-        checks.extend(clex_decode::<B>(device, dtype));
+    if decode_steps > 0 {
+        checks.extend(clex_decode::<B>(device, dtype, decode_steps));
     }
     checks
 }

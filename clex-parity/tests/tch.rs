@@ -18,7 +18,7 @@ fn device() -> LibTorchDevice {
 #[test]
 fn f32_matches_the_goldens() {
     let d = device();
-    let checks = suite::<B>(&d, DType::F32, true);
+    let checks = suite::<B>(&d, DType::F32, 40);
     report(&format!("tch {d:?} f32"), &checks);
 }
 
@@ -26,7 +26,7 @@ fn f32_matches_the_goldens() {
 fn half_precision_matches_the_goldens_within_its_tolerance() {
     let d = device();
     for dtype in [DType::F16, DType::BF16] {
-        let checks = suite::<B>(&d, dtype, false);
+        let checks = suite::<B>(&d, dtype, 40);
         report(&format!("tch {d:?} {dtype:?}"), &checks);
     }
 }

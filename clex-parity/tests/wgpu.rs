@@ -34,14 +34,16 @@ fn device() -> Option<WgpuDevice> {
 #[test]
 fn f32_matches_the_goldens() {
     let Some(d) = device() else { return };
-    let checks = suite::<Wgpu>(&d, DType::F32, true);
+    let checks = suite::<Wgpu>(&d, DType::F32, 40);
     report("wgpu f32", &checks);
 }
 
+/// f16 decodes 4 steps (N = 31..34, across the t = 1 → 2 re-rotation) rather than flex's
+/// 40: lavapipe is slow and the wgpu tests already take most of CI's time.
 #[test]
 fn f16_matches_the_goldens_within_its_tolerance() {
     let Some(d) = device() else { return };
-    let checks = suite::<Wgpu>(&d, DType::F16, false);
+    let checks = suite::<Wgpu>(&d, DType::F16, 4);
     report("wgpu f16", &checks);
 }
 

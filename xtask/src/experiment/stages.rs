@@ -125,7 +125,101 @@ pub fn validation_trend(dir: &Path, seq_len: usize, checkpoint_every: usize) -> 
 
 #[cfg(test)]
 mod tests {
-    use super::validation_trend;
+    use std::path::{Path, PathBuf};
+
+    use clex_train::preset::RopeChoice;
+    use clex_train::trainer::TrainOptions;
+
+    use super::{remove_stage, run_stage, validation_trend};
+
+    /// 4 tiny micro-batches on a few KB of the bundled corpus, checkpoints every 2.
+    fn tiny(run_dir: PathBuf, dir: &Path) -> TrainOptions {
+        let docs = clex_train::corpus::read_documents(&clex_train::corpus::bundled_corpus_path()).unwrap();
+        let mut lines = String::new();
+        // "kjv/ruth" hashes to validation, the others to train.
+        for (i, id) in ["kjv/genesis", "kjv/exodus", "kjv/ruth", "kjv/numbers"].iter().enumerate() {
+            lines.push_str(&serde_json::json!({"id": id, "text": &docs[0].text[i * 12_000..(i + 1) * 12_000]}).to_string());
+            lines.push('\n');
+        }
+        let data = dir.join("small.jsonl");
+        std::fs::write(&data, lines).unwrap();
+        let mut o = TrainOptions::tiny(run_dir);
+        o.data = data;
+        o.vocab_size = 300;
+        o.seq_len = 64;
+        o.batch_size = 2;
+        o.steps = 4;
+        o.checkpoint_every = 2;
+        o.warmup = 2;
+        o.valid_windows = 1;
+        o.rope = RopeChoice::Clex { max_factor: 4 };
+        o.plain_progress = true;
+        o
+    }
+
+    fn read(p: &Path) -> String {
+        std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+    }
+
+    #[test]
+    fn stages_are_reused_resumed_retrained_and_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let stage = dir.path().join("stage1");
+        let o = tiny(stage.clone(), dir.path());
+        let weights = stage.join("model/model.safetensors");
+        let metrics = stage.join("metrics.csv");
+
+        let first = run_stage("stage1", o.clone(), "").unwrap();
+        assert_eq!(first.status, "trained");
+        let trained = std::fs::read(&weights).unwrap();
+
+        // Finished, same settings: reused, not retrained. A retrain would rewrite metrics.csv.
+        std::fs::write(&metrics, "sentinel").unwrap();
+        let again = run_stage("stage1", o.clone(), "").unwrap();
+        assert_eq!((again.status, again.tokens), ("reused", first.tokens));
+        assert_eq!(read(&metrics), "sentinel", "a reused stage is not trained again");
+
+        // Killed during its second interval: the marker still says unfinished, checkpoint 2
+        // and the model are missing. It resumes after checkpoint 1 (keeping the rows before
+        // it, which a retrain would rewrite) and ends on the same weights.
+        std::fs::write(&metrics, "step,loss,perplexity,t\n0,-7,-7,1\n1,-7,-7,1\n2,-7,-7,1\n").unwrap();
+        for kind in ["model", "optim", "scheduler"] {
+            std::fs::remove_file(stage.join(format!("checkpoint/{kind}-2.mpk"))).unwrap();
+        }
+        std::fs::remove_dir_all(stage.join("model")).unwrap();
+        let marker = stage.join(super::MARKER);
+        let unfinished = read(&marker).replace("\"done\": true", "\"done\": false");
+        assert!(unfinished.contains("\"done\": false"), "{unfinished}");
+        std::fs::write(&marker, unfinished).unwrap();
+        let resumed = run_stage("stage1", o.clone(), "").unwrap();
+        assert_eq!(resumed.status, "resumed");
+        let rows: Vec<String> = read(&metrics).lines().skip(1).map(str::to_string).collect();
+        assert_eq!(rows.len(), 4, "{rows:?}");
+        assert!(rows[..2].iter().all(|r| r.ends_with(",-7,-7,1")), "rows before the checkpoint are kept: {rows:?}");
+        assert!(rows[2..].iter().all(|r| !r.contains("-7")), "rows after it are the resumed run's: {rows:?}");
+        assert!(std::fs::read(&weights).unwrap() == trained, "the resumed stage ends on the uninterrupted weights");
+
+        // Settings changed (or the upstream stage retrained): trained again from scratch.
+        std::fs::write(stage.join("leftover"), "").unwrap();
+        let mut changed = o.clone();
+        changed.steps = 2;
+        let retrained = run_stage("stage1", changed.clone(), "").unwrap();
+        assert_eq!(retrained.status, "trained");
+        assert!(!stage.join("leftover").exists(), "the old stage directory was removed");
+        let upstream = run_stage("stage1", changed.clone(), "stage 0 changed").unwrap();
+        assert_eq!(upstream.status, "trained", "a new upstream fingerprint retrains");
+
+        // --fresh removes every stage directory the experiment made; a finished stage then
+        // trains again. A directory it did not make is refused, and left alone.
+        remove_stage(&stage).unwrap();
+        assert!(!stage.exists());
+        assert_eq!(run_stage("stage1", changed, "stage 0 changed").unwrap().status, "trained");
+        let foreign = dir.path().join("foreign");
+        std::fs::create_dir_all(&foreign).unwrap();
+        let e = remove_stage(&foreign).unwrap_err().to_string();
+        assert!(e.contains("was not made by `cargo xtask experiment`"), "{e}");
+        assert!(foreign.exists());
+    }
 
     #[test]
     fn trend_reads_weighted_means_per_epoch() {

@@ -1,0 +1,119 @@
+//! Shared by the gradient tests: the tiny CLEX-LLaMA fixture (P = 32, T_max = 8, byte
+//! vocabulary), windows of bytes, and every parameter's gradient read out by name.
+
+#![allow(dead_code)] // each test binary uses its own part
+
+use std::path::PathBuf;
+
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::optim::GradientsParams;
+use burn::tensor::{DType, Tensor};
+use clex_train::step::{ClexLm, StepSettings};
+
+pub type Flex = burn::backend::Flex;
+pub type AD = burn::backend::Autodiff<Flex>;
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../clex-models/tests/fixtures/clex").join(name)
+}
+
+/// The fixture model wrapped for training.
+pub fn model(settings: StepSettings) -> ClexLm<AD> {
+    let lm = clex_models::load_from_files::<AD>(
+        &fixture("llama_clex.json"),
+        &[fixture("llama_clex.safetensors")],
+        &Default::default(),
+        DType::F32,
+    )
+    .unwrap();
+    ClexLm::new(lm, settings)
+}
+
+/// `n` windows of `len + 1` byte tokens from the bundled corpus.
+pub fn windows(n: usize, len: usize) -> Vec<Vec<u32>> {
+    let docs = clex_train::corpus::read_documents(&clex_train::corpus::bundled_corpus_path()).unwrap();
+    let bytes = docs[0].text.as_bytes();
+    (0..n).map(|i| bytes[i * len..(i + 1) * len + 1].iter().map(|&b| b as u32).collect()).collect()
+}
+
+/// Every float parameter of a module in visiting order: its path and its gradient (empty
+/// when it has none, like the frozen `inv_freq`).
+pub type Grads = Vec<(String, Vec<f32>)>;
+
+struct Reader<'a> {
+    grads: &'a GradientsParams,
+    path: Vec<String>,
+    out: Grads,
+}
+
+impl ModuleVisitor<AD> for Reader<'_> {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.path.push(name.to_string());
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+    }
+
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<AD, D>>) {
+        let g = self.grads.get::<Flex, D>(param.id).map(|g| g.into_data().convert::<f32>().to_vec::<f32>().unwrap()).unwrap_or_default();
+        self.out.push((self.path.join("."), g));
+    }
+}
+
+/// The gradients in `grads` of every parameter of `module`.
+pub fn read<M: Module<AD>>(module: &M, grads: &GradientsParams) -> Grads {
+    let mut r = Reader { grads, path: Vec::new(), out: Vec::new() };
+    module.visit(&mut r);
+    r.out
+}
+
+/// Worst relative error, max |got − want| / max |want| per tensor, over the CLEX ODE's
+/// parameters (U, D: their gradients sum the θ gradient over every position and frequency
+/// through the RK4 solve, where f32 rounding is largest) and over all other parameters.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Worst {
+    /// `ode_up_proj`, `ode_down_proj`.
+    pub ode: f32,
+    /// Everything else.
+    pub rest: f32,
+}
+
+impl std::fmt::Display for Worst {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ODE {:.2e}, other parameters {:.2e}", self.ode, self.rest)
+    }
+}
+
+fn is_ode(name: &str) -> bool {
+    name.contains("ode_up_proj") || name.contains("ode_down_proj")
+}
+
+/// Compares gradients parameter by parameter after checking that both have gradients for
+/// exactly the same parameters and that U and D are among them with nonzero values.
+/// `CLEX_GRAD_DETAIL=1` prints each parameter's error.
+pub fn worst_relative(got: &Grads, want: &Grads) -> Worst {
+    assert_eq!(got.len(), want.len(), "parameter count");
+    let mut worst = Worst::default();
+    for ((name, g), (wname, w)) in got.iter().zip(want) {
+        assert_eq!(name, wname);
+        assert_eq!(g.len(), w.len(), "{name}: gradient present in one and not the other");
+        if w.is_empty() {
+            continue;
+        }
+        let scale = w.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        assert!(scale > 0.0 && scale.is_finite(), "{name}: reference gradient {scale}");
+        let err = g.iter().zip(w).fold(0.0f32, |m, (a, b)| m.max((a - b).abs())) / scale;
+        assert!(!err.is_nan(), "{name}: NaN gradient");
+        if std::env::var("CLEX_GRAD_DETAIL").is_ok() {
+            eprintln!("  {name}: {err:.2e} of {scale:.2e}");
+        }
+        let slot = if is_ode(name) { &mut worst.ode } else { &mut worst.rest };
+        *slot = slot.max(err);
+    }
+    for ode in ["ode_up_proj", "ode_down_proj"] {
+        let nonzero = want.iter().any(|(n, w)| n.contains(ode) && w.iter().any(|v| *v != 0.0));
+        assert!(nonzero, "{ode} must get a nonzero gradient (t > 1 runs the ODE)");
+    }
+    worst
+}
