@@ -112,10 +112,20 @@ impl RopeOverride {
             other => bail!("--rope-scaling {other}: accepted values: none, linear, dynamic, yarn, clex"),
         };
         let mut raw = config.raw.clone();
+        // The config's own factor, looked up where clex-core's parser looks (the rope block
+        // transformers 5 keeps it in, then the top level, then GPT-NeoX's rotary_pct), carried
+        // over as written: re-deriving it as rotary_dim / head_dim can come back one dim
+        // short (58 / 100 · 100 = 57.99999999999999).
+        let rope_block = if raw.get("rope_parameters").is_some() { "/rope_parameters" } else { "/rope_scaling" };
+        let factor = [format!("{rope_block}/partial_rotary_factor"), "/partial_rotary_factor".into(), "/rotary_pct".into()]
+            .iter()
+            .find_map(|k| raw.pointer(k).filter(|v| v.is_number()).cloned());
         if let Some(o) = raw.as_object_mut() {
             o.remove("rope_parameters");
-            // transformers 5 keeps partial_rotary_factor inside rope_parameters: keep it.
-            o.insert("partial_rotary_factor".into(), (config.rope.rotary_dim as f64 / config.rope.head_dim as f64).into());
+            if config.rope.rotary_dim != config.rope.head_dim {
+                let derived = config.rope.rotary_dim as f64 / config.rope.head_dim as f64;
+                o.insert("partial_rotary_factor".into(), factor.unwrap_or_else(|| derived.into()));
+            }
             o.insert("rope_theta".into(), config.rope.theta.into());
             o.insert("rope_scaling".into(), block);
             if let Some(p) = self.rope_p {
@@ -166,4 +176,34 @@ pub fn ids_tensor(ids: &[u32], device: &Device<Inference>) -> Tensor<Inference, 
 pub fn last_row(logits: Tensor<Inference, 3>) -> anyhow::Result<Vec<f32>> {
     let [_, s, vocab] = logits.dims();
     logits.narrow(1, s - 1, 1).reshape([vocab]).into_data().convert::<f32>().to_vec::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RopeOverride;
+    use clex_models::ModelConfig;
+    use std::path::Path;
+
+    fn config(extra: serde_json::Value) -> ModelConfig {
+        let mut raw = serde_json::json!({"model_type": "llama", "vocab_size": 256, "hidden_size": 200, "intermediate_size": 64,
+            "num_hidden_layers": 1, "num_attention_heads": 2, "max_position_embeddings": 128});
+        raw.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        ModelConfig::from_json(raw, Path::new("config.json")).unwrap()
+    }
+
+    /// --rope-scaling keeps the config's partial rotary factor as written (here inside
+    /// rope_parameters, where transformers 5 puts it, and one whose product is not whole:
+    /// 100 · 0.585 → 58 dims, as transformers' int()), and adds none for full rotary.
+    #[test]
+    fn rope_override_carries_the_partial_rotary_factor() {
+        let over = RopeOverride { rope_scaling: Some("linear".into()), rope_factor: 4.0, rope_p: None };
+        let partial = config(serde_json::json!({"rope_parameters": {"rope_type": "default", "partial_rotary_factor": 0.585}}));
+        assert_eq!((partial.rope.head_dim, partial.rope.rotary_dim), (100, 58));
+        let (c, _) = over.apply(partial, Path::new("m")).unwrap();
+        assert_eq!((c.rope.head_dim, c.rope.rotary_dim, c.rope.scaling.kind()), (100, 58, "linear"));
+        assert_eq!(c.raw["partial_rotary_factor"], 0.585);
+        let full = config(serde_json::json!({}));
+        let (c, _) = over.apply(full, Path::new("m")).unwrap();
+        assert_eq!((c.rope.rotary_dim, c.raw.get("partial_rotary_factor")), (100, None));
+    }
 }

@@ -6,8 +6,8 @@
 
 mod common;
 
+use common::gguf_files::smollm2;
 use common::{clex, p};
-use std::path::PathBuf;
 
 #[test]
 fn bad_gguf_input_is_a_one_line_error_with_exit_code_two() {
@@ -30,29 +30,6 @@ fn bad_gguf_input_is_a_one_line_error_with_exit_code_two() {
     let (code, _, err) = clex(&["generate", "-m", "/nonexistent/x.gguf"]);
     assert_eq!(code, 2);
     assert!(err.contains("/nonexistent/x.gguf") && err.contains(".gguf file not found"), "{err}");
-}
-
-/// `$CLEX_SMOLLM2_GGUF`, else the cache `cargo xtask fetch-smollm2` fills; None (with the
-/// reason printed) when it is absent. Cargo hides that line, so a skip would look like a
-/// pass: `CLEX_REQUIRE_SMOLLM2=1` makes it a failure.
-fn smollm2() -> Option<PathBuf> {
-    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
-    let path = env("CLEX_SMOLLM2_GGUF").or_else(|| {
-        let cache = env("CLEX_CACHE")
-            .or_else(|| env("XDG_CACHE_HOME").map(|d| d.join("clex-rs")))
-            .or_else(|| env("HOME").map(|h| h.join(".cache/clex-rs")))?;
-        Some(cache.join("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"))
-    });
-    match path {
-        Some(p) if p.is_file() => Some(p),
-        other => {
-            let why = format!("SmolLM2 GGUF not found at {other:?}; run `cargo xtask fetch-smollm2`");
-            let required = std::env::var("CLEX_REQUIRE_SMOLLM2").as_deref() == Ok("1");
-            assert!(!required, "CLEX_REQUIRE_SMOLLM2=1 but {why}");
-            eprintln!("skipping: {why}");
-            None
-        }
-    }
 }
 
 #[test]

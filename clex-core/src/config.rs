@@ -299,7 +299,10 @@ impl RopeConfig {
                 if !(p > 0.0 && p <= 1.0) {
                     return Err(invalid(key, &Value::from(p), "a number in (0, 1]"));
                 }
-                (head_dim as f64 * p) as usize
+                // transformers truncates (`int(head_dim * factor)`); a product within float
+                // error of a whole number is that number (100 · 0.58 = 57.99999999999999).
+                let dims = head_dim as f64 * p;
+                if (dims - dims.round()).abs() < 1e-9 * dims { dims.round() as usize } else { dims as usize }
             }
         };
         if rotary_dim < 2 || rotary_dim % 2 != 0 {

@@ -60,6 +60,13 @@ fn clex_checkpoint_configs() {
     }))
     .unwrap();
     assert_eq!((phi.head_dim, phi.rotary_dim), (80, 32));
+    // 100 · 0.58 is 57.99999999999999 in f64: truncating it (transformers' int()) would
+    // lose a dim and give an odd count; a product within float error of a whole number is it.
+    let odd = parse(json!({"head_dim": 100, "max_position_embeddings": 2048, "partial_rotary_factor": 0.58})).unwrap();
+    assert_eq!(odd.rotary_dim, 58);
+    // The factor re-derived from the dims (as a rope override writes it back) gives them again.
+    let again = parse(json!({"head_dim": 100, "max_position_embeddings": 2048, "partial_rotary_factor": 58.0 / 100.0})).unwrap();
+    assert_eq!(again.rotary_dim, 58);
 }
 
 #[test]

@@ -124,10 +124,12 @@ fn dynamic_ntk_depends_on_length() {
 ///
 /// Tolerances (measured against this fixture): inv_freq 1e-6 relative (measured 9.5e-8: every
 /// θ is bit-identical except one of the 48 Phi-3 frequencies, 1 ulp off through f32 powf);
-/// attention scaling exact (measured 0). cos/sin are built end to end from our θ and scaling:
-/// 1.2e-6 + 2·m·max|Δθ| (1.2e-6 is 10x the measured 1.19e-7 cos/sin rounding where θ is
-/// bit-identical; a Δθ turns into an angle error m·Δθ, times a scaling < 2; measured 1.5e-5 at
-/// m = 131071 in the Phi-3 table).
+/// attention scaling exact (measured 0). cos/sin are built end to end from our θ and scaling,
+/// with fixed bounds (not ones that grow with our own θ error): 1.2e-6 in the tiny tables
+/// (positions < 512; measured 1.2e-7, 10x margin) and 1.5e-4 in the Llama-3.1 / Phi-3 tables
+/// (positions to 131071; measured 1.5e-5 at m = 131071 and 9.1e-6 at m = 4095, from the one
+/// Phi-3 θ that is 1 ulp off, times m; 10x margin). A 1e-6 relative θ error moves the angle at
+/// m = 131071 by ~0.1 and fails them.
 #[test]
 fn llama3_and_longrope_tables_match_transformers() {
     let fx = Fixture::open("rope_tables_extra.safetensors");
@@ -135,7 +137,7 @@ fn llama3_and_longrope_tables_match_transformers() {
     let tables = manifest["rope_tables"].as_object().unwrap();
     assert_eq!(tables.len(), 16, "fixture should hold 16 tables");
     let device = Default::default();
-    let (mut worst_inv, mut worst_cs, mut worst_cs_vs_tol) = (0.0f32, 0.0f32, 0.0f32);
+    let (mut worst_inv, mut worst_tiny, mut worst_large) = (0.0f32, 0.0f32, 0.0f32);
     for (key, entry) in tables {
         let cfg = config_for(entry);
         let kind = entry["rope_parameters"]["rope_type"].as_str().unwrap();
@@ -147,7 +149,9 @@ fn llama3_and_longrope_tables_match_transformers() {
         let (want_scale, _) = fx.f32(&format!("{key}/attention_scaling"));
         assert_eq!(freqs.attention_scaling, want_scale[0], "{key}: attention_scaling");
         assert!((want_scale[0] as f64 - entry["attention_scaling"].as_f64().unwrap()).abs() < 1e-6);
-        let dtheta = freqs.inv_freq.iter().zip(&want_inv).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+        // Tiny tables: the 128/4-dim test models at positions < 512; large: the 8B-class geometries.
+        let tiny = key.contains("_tiny/");
+        let tol = if tiny { 1.2e-6 } else { 1.5e-4 };
 
         let positions: Vec<i64> =
             if fx.has(&format!("{key}/positions")) { fx.i64(&format!("{key}/positions")) } else { (0..seq_len as i64).collect() };
@@ -164,13 +168,12 @@ fn llama3_and_longrope_tables_match_transformers() {
         );
         let (cos, sin) = (to_vec(cos), to_vec(sin));
         for (r, &m) in positions.iter().enumerate() {
-            let tol = 1.2e-6 + 2.0 * m as f32 * dtheta;
             let row = r * 2 * k..(r + 1) * 2 * k;
             let what = format!("{key} row m={m}");
             let dc = assert_close_abs(&format!("{what} cos"), &cos[row.clone()], &want_cos[row.clone()], tol);
             let ds = assert_close_abs(&format!("{what} sin"), &sin[row.clone()], &want_sin[row], tol);
-            worst_cs = worst_cs.max(dc.max(ds));
-            worst_cs_vs_tol = worst_cs_vs_tol.max(dc.max(ds) / tol);
+            let worst = if tiny { &mut worst_tiny } else { &mut worst_large };
+            *worst = worst.max(dc.max(ds));
         }
     }
 
@@ -191,6 +194,6 @@ fn llama3_and_longrope_tables_match_transformers() {
         assert!(short.iter().zip(&long).all(|(s, l)| s != l), "{prefix}: short and long factors give the same θ");
     }
     eprintln!(
-        "llama3/longrope tables: inv_freq max rel {worst_inv:e}; cos/sin max |diff| {worst_cs:e}, at most {worst_cs_vs_tol:.2} of the tolerance"
+        "llama3/longrope tables: inv_freq max rel {worst_inv:e}; cos/sin max |diff| {worst_tiny:e} tiny (tol 1.2e-6), {worst_large:e} large (tol 1.5e-4)"
     );
 }

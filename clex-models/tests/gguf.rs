@@ -21,7 +21,7 @@ use burn::tensor::DType;
 use clex_models::gguf::{self, GgmlType, GgufFile, GgufValue, dequantize, llama::permute_qk, llama::unpermute_qk};
 use clex_models::{CachePolicy, CausalLm, ForwardOptions, GgufError, ModelError, load_model, read_config};
 use common::*;
-use gguf_files::{U64, Writer, smollm2_gguf};
+use gguf_files::{U64, Writer, nll, smollm2};
 use half::{bf16, f16};
 
 // ---------------------------------------------------------------------------------------
@@ -507,20 +507,6 @@ fn gguf_mapping_errors_name_the_key_or_tensor() {
 // ---------------------------------------------------------------------------------------
 // SmolLM2-135M-Instruct (needs `cargo xtask fetch-smollm2`)
 
-/// The GGUF, or None (with the reason printed) when it is absent; cargo hides that line, so
-/// `CLEX_REQUIRE_SMOLLM2=1` (set by `.ci/run`, which fetches the GGUF) makes it a failure.
-fn smollm2() -> Option<std::path::PathBuf> {
-    match smollm2_gguf() {
-        Ok(p) => Some(p),
-        Err(why) => {
-            let required = std::env::var("CLEX_REQUIRE_SMOLLM2").as_deref() == Ok("1");
-            assert!(!required, "CLEX_REQUIRE_SMOLLM2=1 but {why}");
-            eprintln!("skipping: {why}");
-            None
-        }
-    }
-}
-
 /// transformers' outputs on the first 128 tokens of a validation text.
 struct Golden {
     ids: Vec<f32>,
@@ -540,12 +526,6 @@ fn smollm2_golden() -> Golden {
         argmax: read("argmax").iter().map(|&a| a as u32).collect(),
         nll: read("nll"),
     }
-}
-
-/// −log softmax(row)[target] in f64.
-fn nll(row: &[f32], target: usize) -> f64 {
-    let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) as f64;
-    max + row.iter().map(|&x| (x as f64 - max).exp()).sum::<f64>().ln() - row[target] as f64
 }
 
 /// Checks a loaded SmolLM2 against the golden and prints the measured errors.

@@ -122,8 +122,8 @@ fn load_from(config: &Path, weights: &Path, dtype: DType) -> clex_models::Causal
 /// wrong N or t from a right one.
 #[derive(Clone, Copy)]
 enum Freqs {
-    /// CLEX: t = ceil(N/P), θ(t) from the model's table (spec e.1-e.2).
-    Clex { p: usize },
+    /// CLEX: t = ceil(N/P) up to max_factor, θ(t) from the model's table (spec e.1-e.2).
+    Clex { p: usize, max_t: usize },
     /// Dynamic NTK: base' = base · (factor·N/P − (factor − 1))^(d/(d−2)) once N > P.
     Dynamic { base: f64, factor: f64, p: usize, dim: usize },
 }
@@ -133,8 +133,8 @@ impl Freqs {
     /// CLEX t.
     fn at(self, model: &clex_models::CausalLm<B>, n: usize) -> (Tensor<B, 1>, Option<usize>) {
         match self {
-            Freqs::Clex { p } => {
-                let t = n.div_ceil(p).clamp(1, 8);
+            Freqs::Clex { p, max_t } => {
+                let t = n.div_ceil(p).clamp(1, max_t);
                 (model.clex_layer.as_ref().unwrap().theta(t), Some(t))
             }
             Freqs::Dynamic { base, factor, p, dim } => {
@@ -146,10 +146,34 @@ impl Freqs {
         }
     }
 
+    /// The settings of the model config at `rel` (a fixture), read from its JSON so the test
+    /// follows the fixture: CLEX's P and max_factor, or dynamic NTK's θ base, factor, P and
+    /// rotary dim (head_dim × partial_rotary_factor).
+    fn of_fixture(rel: &str) -> Freqs {
+        let cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixture(rel)).unwrap()).unwrap();
+        let num = |v: &serde_json::Value| v.as_f64().unwrap_or_else(|| panic!("{rel}: {v} is not a number"));
+        let p = num(&cfg["max_position_embeddings"]) as usize;
+        if let Some(clex) = cfg.get("rope_scaling").filter(|r| r["type"] == "clex" || r["rope_type"] == "clex") {
+            return Freqs::Clex { p, max_t: num(&clex["max_factor"]) as usize };
+        }
+        let rp = &cfg["rope_parameters"];
+        assert_eq!(rp["rope_type"], "dynamic", "{rel}");
+        let head_dim = num(&cfg["hidden_size"]) / num(&cfg["num_attention_heads"]);
+        let dim = (head_dim * rp.get("partial_rotary_factor").map_or(1.0, num)) as usize;
+        Freqs::Dynamic { base: num(&rp["rope_theta"]), factor: num(&rp["factor"]), p, dim }
+    }
+
+    /// P: the position past which the frequencies change (max_position_embeddings).
+    fn p(self) -> usize {
+        match self {
+            Freqs::Clex { p, .. } | Freqs::Dynamic { p, .. } => p,
+        }
+    }
+
     /// True when the frequencies at `a` and `b` positions differ.
     fn change(self, a: usize, b: usize) -> bool {
         match self {
-            Freqs::Clex { p } => a.div_ceil(p) != b.div_ceil(p),
+            Freqs::Clex { p, max_t } => a.div_ceil(p).min(max_t) != b.div_ceil(p).min(max_t),
             Freqs::Dynamic { p, .. } => a.max(p) != b.max(p),
         }
     }
@@ -189,15 +213,17 @@ fn left_padded_batch_equals_rows_alone() {
     const TOL: f32 = 6e-5;
     // Row vs the row decoded alone: measured 0 (bit-identical); a bound for other CPUs' sums.
     const ALONE_TOL: f32 = 1e-6;
-    let dynamic = Freqs::Dynamic { base: 1e4, factor: 4.0, p: 128, dim: 4 }; // hf/gpt_neox_dynamic.json
+    let clex = Freqs::of_fixture("clex/llama_clex.json");
+    let dynamic = Freqs::of_fixture("hf/gpt_neox_dynamic.json");
     let one_layer = |mut m: clex_models::CausalLm<B>| {
         m.layers.truncate(1);
         m
     };
     let models = [
-        ("clex llama", load("clex/llama_clex.json", "clex/llama_clex.safetensors"), Freqs::Clex { p: 32 }, 28),
-        ("clex llama, 1 layer", one_layer(load("clex/llama_clex.json", "clex/llama_clex.safetensors")), Freqs::Clex { p: 32 }, 28),
-        ("dynamic gpt_neox", load("hf/gpt_neox_dynamic.json", "hf/gpt_neox.safetensors"), dynamic, 124),
+        // Prefills 4 positions below P, so that the 8 decode steps cross it.
+        ("clex llama", load("clex/llama_clex.json", "clex/llama_clex.safetensors"), clex, clex.p() - 4),
+        ("clex llama, 1 layer", one_layer(load("clex/llama_clex.json", "clex/llama_clex.safetensors")), clex, clex.p() - 4),
+        ("dynamic gpt_neox", load("hf/gpt_neox_dynamic.json", "hf/gpt_neox.safetensors"), dynamic, dynamic.p() - 4),
     ];
     let device = Default::default();
     let (v, steps, pads) = (256, 8, [1usize, 2, 8]);

@@ -7,11 +7,14 @@ use std::time::Instant;
 
 use burn::data::dataloader::DataLoaderBuilder;
 use burn::grad_clipping::GradientClippingConfig;
-use burn::optim::AdamWConfig;
+use burn::module::AutodiffModule;
+use burn::optim::adaptor::OptimizerAdaptor;
+use burn::optim::{AdamW, AdamWConfig};
+use burn::tensor::Device;
 use burn::tensor::ElementConversion;
-use burn::tensor::backend::Backend;
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::train::metric::{LearningRateMetric, LossMetric};
-use burn::train::{ExecutionStrategy, Learner, MultiDeviceOptim, SupervisedTraining};
+use burn::train::{ExecutionStrategy, Learner, LearningComponentsTypes, MultiDeviceOptim, SupervisedTraining};
 use clex_core::{ClexAct, ClexParams};
 use clex_models::{CausalLm, ModelConfig, attach_fresh_clex, init_model, save_model};
 
@@ -219,16 +222,7 @@ pub fn train(opts: &TrainOptions) -> Result<TrainReport, TrainError> {
     ));
 
     let lm = build_model(opts, tokenizer.get_vocab_size(true), bos, &device)?;
-    let model = ClexLm::new(
-        lm,
-        StepSettings { grad_accumulation: opts.grad_accumulation.max(1), precision: opts.precision, ..StepSettings::default() },
-    );
-    let optim = AdamWConfig::new()
-        .with_beta_2(0.95)
-        .with_epsilon(1e-8)
-        .with_weight_decay(opts.weight_decay)
-        .with_grad_clipping(opts.grad_clip.map(GradientClippingConfig::Norm))
-        .init();
+    let optim = optimizer(opts);
     let epochs = opts.steps.div_ceil(opts.checkpoint_every);
     let scheduler = WarmupCosine { peak: opts.lr, min_ratio: 0.1, warmup: opts.warmup, total: epochs * opts.checkpoint_every, step: 0 };
     let resume_from = if opts.resume { latest_checkpoint(&opts.run_dir) } else { None };
@@ -267,7 +261,7 @@ pub fn train(opts: &TrainOptions) -> Result<TrainReport, TrainError> {
         .with_file_checkpointer(AtomicRecorder)
         .num_epochs(epochs)
         .summary();
-    if model.lm.clex_layer.is_some() {
+    if lm.clex_layer.is_some() {
         training = training.metric_train_numeric(LmMetric::scaling_factor());
     }
     if opts.plain_progress || !std::io::IsTerminal::is_terminal(&std::io::stdout()) {
@@ -275,11 +269,8 @@ pub fn train(opts: &TrainOptions) -> Result<TrainReport, TrainError> {
     }
     if opts.devices > 1 {
         log(format!("data parallel over {} devices: {devices:?}", devices.len()));
-        training = training.with_training_strategy(ExecutionStrategy::MultiDevice(devices, MultiDeviceOptim::OptimMainDevice).into());
     }
-    if opts.grad_accumulation > 1 {
-        training = training.grads_accumulation(opts.grad_accumulation);
-    }
+    let (model, mut training) = learner_setup(lm, training, opts, devices);
     if let Some(e) = resume_from {
         training = training.checkpoint(e);
     }
@@ -313,6 +304,41 @@ pub fn train(opts: &TrainOptions) -> Result<TrainReport, TrainError> {
         wall_s: t0.elapsed().as_secs_f64(),
         tokens,
     })
+}
+
+/// The run's optimizer: AdamW (β₂ 0.95, ε 1e-8) with the options' decoupled weight decay
+/// and per-tensor gradient-norm clip.
+pub fn optimizer<B: AutodiffBackend, M: AutodiffModule<B>>(opts: &TrainOptions) -> OptimizerAdaptor<AdamW, M, B> {
+    AdamWConfig::new()
+        .with_beta_2(0.95)
+        .with_epsilon(1e-8)
+        .with_weight_decay(opts.weight_decay)
+        .with_grad_clipping(opts.grad_clip.map(GradientClippingConfig::Norm))
+        .init()
+}
+
+/// Wraps `lm` for training and sets up what data parallelism and gradient accumulation rest
+/// on: the step's settings (each micro-batch's loss is weighted by its share of the step
+/// over the micro-batches per step), the multi-device strategy (the devices' gradients are
+/// summed on the first before the optimizer) and burn-train's accumulation. `devices` are
+/// the `opts.devices` devices to run on. Public for the gradient tests
+/// (`clex-train/tests/gradients.rs`), which run it with an optimizer that records what it is
+/// handed, so they check this wiring rather than a copy of it.
+#[doc(hidden)]
+pub fn learner_setup<LC: LearningComponentsTypes>(
+    lm: CausalLm<LC::Backend>,
+    mut training: SupervisedTraining<LC>,
+    opts: &TrainOptions,
+    devices: Vec<Device<LC::Backend>>,
+) -> (ClexLm<LC::Backend>, SupervisedTraining<LC>) {
+    let settings = StepSettings { grad_accumulation: opts.grad_accumulation.max(1), precision: opts.precision, ..StepSettings::default() };
+    if devices.len() > 1 {
+        training = training.with_training_strategy(ExecutionStrategy::MultiDevice(devices, MultiDeviceOptim::OptimMainDevice).into());
+    }
+    if opts.grad_accumulation > 1 {
+        training = training.grads_accumulation(opts.grad_accumulation);
+    }
+    (ClexLm::new(lm, settings), training)
 }
 
 fn build_model(

@@ -5,19 +5,25 @@
 
 mod common;
 
+use std::path::PathBuf;
+
 use burn::data::dataloader::batcher::Batcher;
-use burn::grad_clipping::GradientClippingConfig;
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
-use burn::optim::{AdamWConfig, Optimizer};
+use burn::optim::Optimizer;
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor};
 use burn::train::TrainStep;
 use clex_train::batch::{LmBatch, LmBatcher, LmItem};
 use clex_train::precision::{F16_LOSS_SCALE, Precision};
 use clex_train::step::{ClexLm, StepSettings};
+use clex_train::trainer::{self, TrainOptions};
 use common::{AD, Flex};
 
 const LEN: usize = 64;
+
+/// Bound on |s − 1| for the fitted scale s of f16 gradients on f32's: measured 1.0e-3
+/// (`f16_gradients_are_unscaled`); 10x margin. An unscale off by 5% gives |s − 1| = 5e-2.
+const TOL_SCALE: f64 = 1e-2;
 
 fn settings(precision: Precision) -> StepSettings {
     StepSettings { precision, ..StepSettings::default() }
@@ -47,14 +53,27 @@ fn bits<B: Backend, M: Module<B>>(m: &M) -> Vec<(DType, Vec<u8>)> {
 fn f16_gradients_are_unscaled() {
     let m32 = common::model(settings(Precision::F32));
     let b = batch(&m32);
-    let g32 = common::read(&m32, &TrainStep::step(&m32, b.clone()).grads);
+    let g32 = common::gradients_of(&m32, &TrainStep::step(&m32, b.clone()).grads);
     let m16 = common::model(settings(Precision::F16));
-    let g16 = common::read(&m16, &TrainStep::step(&m16, b).grads);
+    let g16 = common::gradients_of(&m16, &TrainStep::step(&m16, b).grads);
     let worst = common::worst_relative(&g16, &g32);
     eprintln!("f16 vs f32 step: worst gradient error of each tensor's largest: {worst}");
     // Measured 6.9e-3 (7.3e-3 for U and D, whose θ gradient comes back through the f16
     // model); 10x margin. A skipped unscale would be off by a factor of 1024.
     assert!(worst.rest < 7e-2 && worst.ode < 7e-2, "f16 gradients differ from f32's: {worst}");
+    // The per-element tolerance above would pass a constant scale error of a few percent (an
+    // unscale by a slightly wrong factor). The least-squares scale of the f16 gradients on
+    // the f32 ones, over every value, sees it: s = Σ g16·g32 / Σ g32².
+    let (mut dot, mut sq) = (0.0f64, 0.0f64);
+    for ((_, a), (_, b)) in g16.iter().zip(&g32) {
+        for (x, y) in a.iter().zip(b) {
+            dot += *x as f64 * *y as f64;
+            sq += *y as f64 * *y as f64;
+        }
+    }
+    let s = dot / sq;
+    eprintln!("f16 vs f32 step: fitted gradient scale {s:.6} (|s - 1| = {:.2e})", (s - 1.0).abs());
+    assert!((s - 1.0).abs() < TOL_SCALE, "f16 gradients are {s} times f32's");
 }
 
 /// Multiplies the final norm's weight by `factor` (a fresh leaf, so it still gets a gradient).
@@ -94,7 +113,7 @@ fn f16_overflow_skips_the_update_and_the_next_step_proceeds() {
     // In f32 the same gradient is finite and times the loss scale beyond f16's range: the
     // skip below is f16 overflow, not a broken model.
     let as_f32 = ClexLm::new(blown.lm.clone(), settings(Precision::F32));
-    let g32 = common::read(&as_f32, &TrainStep::step(&as_f32, b.clone()).grads);
+    let g32 = common::gradients_of(&as_f32, &TrainStep::step(&as_f32, b.clone()).grads);
     let largest = g32.iter().flat_map(|(_, g)| g.iter()).fold(0.0f32, |m, v| m.max(v.abs()));
     eprintln!("final norm x{factor}: largest f32 gradient {largest:.3e}, x{F16_LOSS_SCALE} = {:.3e}", largest * F16_LOSS_SCALE);
     assert!(largest.is_finite() && largest * F16_LOSS_SCALE > 65504.0, "largest f32 gradient {largest}");
@@ -103,12 +122,9 @@ fn f16_overflow_skips_the_update_and_the_next_step_proceeds() {
     let loss: f32 = out.item.loss.clone().into_scalar();
     assert!(loss.is_finite(), "the overflow is in the backward, the loss is {loss}");
     assert!(out.grads.is_empty(), "an overflowing f16 step hands the optimizer no gradients");
-    let mut optim = AdamWConfig::new()
-        .with_beta_2(0.95)
-        .with_epsilon(1e-8)
-        .with_weight_decay(0.0)
-        .with_grad_clipping(Some(GradientClippingConfig::Norm(1.0)))
-        .init::<AD, ClexLm<AD>>();
+    // The trainer's AdamW as `cargo xtask train` sets it (no weight decay, clip at norm 1).
+    let opts = TrainOptions::tiny(PathBuf::new());
+    let mut optim = trainer::optimizer::<AD, ClexLm<AD>>(&opts);
     let before = bits(&blown);
     let after = optim.step(1e-3, blown, out.grads);
     assert!(bits(&after) == before, "a skipped update leaves every weight as it was");
@@ -121,12 +137,7 @@ fn f16_overflow_skips_the_update_and_the_next_step_proceeds() {
     let stepped = optim.step(1e-3, normal.clone(), out.grads);
     assert!(bits(&stepped) != bits(&normal), "the next step changes the weights");
     assert!(!optim.to_record().is_empty());
-    let mut fresh = AdamWConfig::new()
-        .with_beta_2(0.95)
-        .with_epsilon(1e-8)
-        .with_weight_decay(0.0)
-        .with_grad_clipping(Some(GradientClippingConfig::Norm(1.0)))
-        .init::<AD, ClexLm<AD>>();
+    let mut fresh = trainer::optimizer::<AD, ClexLm<AD>>(&opts);
     let first = fresh.step(1e-3, normal.clone(), TrainStep::step(&normal, b).grads);
     assert!(bits(&stepped) == bits(&first), "after a skipped step the optimizer continues as if it never happened");
 }
@@ -157,7 +168,8 @@ fn bf16_model_saves_and_reloads_bitwise() {
     let config: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("config.json")).unwrap()).unwrap();
     assert_eq!(config["torch_dtype"], "bfloat16");
     // Reloaded under flex: the same bits, and those bits are the f32 fixture rounded to bf16
-    // (round to nearest even, by the `half` crate as an independent reference).
+    // to nearest even, by `bf16_bits` below (bit arithmetic checked on hand-made values; the
+    // save path rounds with the `half` crate, so the two are independent).
     let again = clex_models::load_model::<Flex>(dir.path(), &Default::default(), DType::BF16).unwrap();
     let (a, b) = (bits(&m), bits(&again));
     assert_eq!(a.len(), b.len());
@@ -169,10 +181,37 @@ fn bf16_model_saves_and_reloads_bitwise() {
             assert_eq!(got, f, "f32 parameters (the CLEX layer) are kept as they are");
             continue;
         }
-        let rounded: Vec<u8> =
-            f.chunks(4).flat_map(|c| burn::tensor::bf16::from_f32(f32::from_le_bytes(c.try_into().unwrap())).to_le_bytes()).collect();
+        let rounded: Vec<u8> = f.chunks(4).flat_map(|c| bf16_bits(f32::from_le_bytes(c.try_into().unwrap())).to_le_bytes()).collect();
         assert!(*got == rounded, "bf16 weights are the f32 weights rounded to nearest");
         checked += 1;
     }
     assert!(checked > 10, "{checked} bf16 tensors");
+}
+
+/// f32 → bf16 bits, rounding to nearest with ties to even: add 0x7FFF plus the lowest kept
+/// bit, then drop the low 16 bits. A carry out of the mantissa correctly steps the exponent
+/// (and overflows to infinity). NaN is not handled: the fixture has none.
+fn bf16_bits(x: f32) -> u16 {
+    let b = x.to_bits();
+    ((b + 0x7FFF + ((b >> 16) & 1)) >> 16) as u16
+}
+
+#[test]
+fn bf16_reference_rounds_to_nearest_even() {
+    // (f32 bits, bf16 bits) worked out by hand from the bit layout.
+    let cases: [(u32, u16); 9] = [
+        (0x3F80_0000, 0x3F80), // 1.0, exact
+        (0x3F80_8000, 0x3F80), // 1 + 2^-8: a tie between 0x3F80 and 0x3F81, to the even 0x3F80
+        (0x3F81_8000, 0x3F82), // a tie between 0x3F81 and 0x3F82, to the even 0x3F82 (truncation: 0x3F81)
+        (0x3F80_C000, 0x3F81), // above half: up (truncation would give 0x3F80)
+        (0x3F80_7FFF, 0x3F80), // below half: down
+        (0xBF80_C000, 0xBF81), // the same, negative: rounds up in magnitude
+        (0x0001_C000, 0x0002), // a subnormal, rounded up within the subnormals
+        (0x007F_FFFF, 0x0080), // the largest subnormal rounds up to the smallest normal
+        (0x7F7F_FFFF, 0x7F80), // f32::MAX rounds to +infinity
+    ];
+    for (f, want) in cases {
+        let got = bf16_bits(f32::from_bits(f));
+        assert!(got == want, "{f:#010x} rounds to {got:#06x}, not {want:#06x}");
+    }
 }

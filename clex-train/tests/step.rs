@@ -2,29 +2,16 @@
 //! the spec, gradients reach U and D through the ODE node, and a few AdamW steps lower the
 //! loss on a fixed batch.
 
-use std::path::PathBuf;
+mod common;
 
 use burn::data::dataloader::batcher::Batcher;
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
-use burn::tensor::DType;
 use clex_train::batch::{LmBatch, LmBatcher, LmItem};
 use clex_train::step::{ClexLm, StepSettings};
-
-type AD = burn::backend::Autodiff<burn::backend::Flex>;
-
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../clex-models/tests/fixtures/clex").join(name)
-}
+use common::AD;
 
 fn model() -> ClexLm<AD> {
-    let lm = clex_models::load_from_files::<AD>(
-        &fixture("llama_clex.json"),
-        &[fixture("llama_clex.safetensors")],
-        &Default::default(),
-        DType::F32,
-    )
-    .unwrap();
-    ClexLm::new(lm, StepSettings::default())
+    common::model(StepSettings::default())
 }
 
 fn batch(seed: u64) -> LmBatch<AD> {

@@ -20,7 +20,7 @@ use clex_train::tokenizer::{boundary_id, encode, load_tokenizer};
 use clex_train::trainer::TrainOptions;
 
 use report::{Evaluated, Point, Report};
-use stages::{StageOutcome, remove_stage, run_stage};
+use stages::{STAGE1, StageOutcome, run_stage};
 
 /// Flags of `cargo xtask experiment`.
 #[derive(clap::Args, Debug)]
@@ -195,7 +195,7 @@ struct Candidate {
 }
 
 fn candidates(s: &Settings, out_dir: &Path) -> Vec<Candidate> {
-    let stage1 = out_dir.join("stage1").join("model");
+    let stage1 = out_dir.join(STAGE1).join("model");
     let l = s.seq_len;
     let c = |key: &str, label: String, how: String, dir: PathBuf, rope| Candidate { key: key.into(), label, how, dir, rope };
     let mut v = vec![
@@ -308,16 +308,14 @@ pub fn run(args: ExperimentArgs) -> anyhow::Result<()> {
     }
     let runs = stage2_runs(&s);
     if args.fresh {
-        for name in std::iter::once("stage1").chain(runs.iter().map(|r| r.0)) {
-            remove_stage(&out_dir.join(name))?;
-        }
+        stages::fresh(&out_dir, runs.iter().map(|r| r.0))?;
     }
 
-    let stage1_dir = out_dir.join("stage1");
+    let stage1_dir = out_dir.join(STAGE1);
     let mut outcomes: Vec<(StageOutcome, RopeChoice)> = Vec::new();
     let stage1_opts = options(&s, stage1_dir.clone(), RopeChoice::None, None, 1);
     let stage1_checkpoint_every = stage1_opts.checkpoint_every;
-    let first = run_stage("stage1", stage1_opts, "")?;
+    let first = run_stage(STAGE1, stage1_opts, "")?;
     let upstream = first.fingerprint.clone();
     outcomes.push((first, RopeChoice::None));
     for (name, _, rope, multiple) in &runs {

@@ -1,8 +1,12 @@
-//! Running the `clex` binary from the CLI tests.
+//! Running the `clex` binary from the CLI tests, and the test helpers clex-models' tests
+//! share with them (the SmolLM2 GGUF lookup, −log softmax).
 #![allow(dead_code)]
 
 use std::path::Path;
 use std::process::Command;
+
+#[path = "../../../clex-models/tests/gguf_files/mod.rs"]
+pub mod gguf_files;
 
 /// Runs `clex` with `args`: (exit code, stdout, stderr).
 pub fn clex(args: &[&str]) -> (i32, String, String) {

@@ -1,5 +1,7 @@
 //! GGUF files for the tests: a small writer (well-formed by default, every field overridable
 //! so malformed files can be made on purpose), and where the downloaded SmolLM2 GGUF lives.
+//! Shared with clex-cli's tests (`#[path]` from clex-cli/tests/common/mod.rs), so it needs
+//! nothing beyond std.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -156,4 +158,25 @@ pub fn smollm2_gguf() -> Result<PathBuf, String> {
         }
     };
     if path.is_file() { Ok(path) } else { Err(format!("SmolLM2 GGUF not found at {}; run `cargo xtask fetch-smollm2`", path.display())) }
+}
+
+/// The SmolLM2 GGUF for a test, or None (with the reason printed) when it is absent. Cargo
+/// hides that line, so a skip would look like a pass: `CLEX_REQUIRE_SMOLLM2=1` (set by
+/// `.ci/run`, which fetches the GGUF) makes it a failure.
+pub fn smollm2() -> Option<PathBuf> {
+    match smollm2_gguf() {
+        Ok(p) => Some(p),
+        Err(why) => {
+            let required = std::env::var("CLEX_REQUIRE_SMOLLM2").as_deref() == Ok("1");
+            assert!(!required, "CLEX_REQUIRE_SMOLLM2=1 but {why}");
+            eprintln!("skipping: {why}");
+            None
+        }
+    }
+}
+
+/// −log softmax(row)[target] in f64 (NaN if the row holds a NaN: it reaches the sum).
+pub fn nll(row: &[f32], target: usize) -> f64 {
+    let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) as f64;
+    max + row.iter().map(|&x| (x as f64 - max).exp()).sum::<f64>().ln() - row[target] as f64
 }

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::{DType, Tensor};
+use clex_models::CausalLm;
 use clex_train::step::{ClexLm, StepSettings};
 
 pub type Flex = burn::backend::Flex;
@@ -17,16 +18,15 @@ fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../clex-models/tests/fixtures/clex").join(name)
 }
 
+/// The fixture model.
+pub fn lm() -> CausalLm<AD> {
+    clex_models::load_from_files::<AD>(&fixture("llama_clex.json"), &[fixture("llama_clex.safetensors")], &Default::default(), DType::F32)
+        .unwrap()
+}
+
 /// The fixture model wrapped for training.
 pub fn model(settings: StepSettings) -> ClexLm<AD> {
-    let lm = clex_models::load_from_files::<AD>(
-        &fixture("llama_clex.json"),
-        &[fixture("llama_clex.safetensors")],
-        &Default::default(),
-        DType::F32,
-    )
-    .unwrap();
-    ClexLm::new(lm, settings)
+    ClexLm::new(lm(), settings)
 }
 
 /// `n` windows of `len + 1` byte tokens from the bundled corpus.
@@ -62,7 +62,7 @@ impl ModuleVisitor<AD> for Reader<'_> {
 }
 
 /// The gradients in `grads` of every parameter of `module`.
-pub fn read<M: Module<AD>>(module: &M, grads: &GradientsParams) -> Grads {
+pub fn gradients_of<M: Module<AD>>(module: &M, grads: &GradientsParams) -> Grads {
     let mut r = Reader { grads, path: Vec::new(), out: Vec::new() };
     module.visit(&mut r);
     r.out
@@ -85,6 +85,11 @@ impl std::fmt::Display for Worst {
     }
 }
 
+/// The largest value, or NaN when any value is NaN (unlike a fold over `f32::max`).
+fn nan_max(values: impl IntoIterator<Item = f32>) -> f32 {
+    values.into_iter().fold(0.0f32, |m, v| if m.is_nan() || v.is_nan() { f32::NAN } else { m.max(v) })
+}
+
 fn is_ode(name: &str) -> bool {
     name.contains("ode_up_proj") || name.contains("ode_down_proj")
 }
@@ -101,10 +106,14 @@ pub fn worst_relative(got: &Grads, want: &Grads) -> Worst {
         if w.is_empty() {
             continue;
         }
-        let scale = w.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        assert!(scale > 0.0 && scale.is_finite(), "{name}: reference gradient {scale}");
-        let err = g.iter().zip(w).fold(0.0f32, |m, (a, b)| m.max((a - b).abs())) / scale;
-        assert!(!err.is_nan(), "{name}: NaN gradient");
+        // Every value finite, checked before any comparison: f32::max drops a NaN, so a
+        // max-fold alone would not see one.
+        assert!(g.iter().all(|v| v.is_finite()), "{name}: non-finite gradient");
+        assert!(w.iter().all(|v| v.is_finite()), "{name}: non-finite reference gradient");
+        let scale = nan_max(w.iter().map(|v| v.abs()));
+        assert!(scale > 0.0, "{name}: reference gradient {scale}");
+        let err = nan_max(g.iter().zip(w).map(|(a, b)| (a - b).abs())) / scale;
+        assert!(!err.is_nan(), "{name}: NaN gradient error");
         if std::env::var("CLEX_GRAD_DETAIL").is_ok() {
             eprintln!("  {name}: {err:.2e} of {scale:.2e}");
         }

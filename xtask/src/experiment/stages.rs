@@ -54,6 +54,20 @@ pub fn remove_stage(dir: &Path) -> anyhow::Result<()> {
     std::fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))
 }
 
+/// Directory name of stage 1 (pretraining); stage 2's names come from the experiment's runs.
+pub const STAGE1: &str = "stage1";
+
+/// `--fresh`: removes the directories of every stage of this experiment under `out_dir`,
+/// stage 1 and each of `stage2`, so all are trained again. Anything else there (the quick
+/// corpus, a report, a stage of other settings) is left; a stage directory this command did
+/// not make is refused, as by [`remove_stage`].
+pub fn fresh<'a>(out_dir: &Path, stage2: impl IntoIterator<Item = &'a str>) -> anyhow::Result<()> {
+    for name in std::iter::once(STAGE1).chain(stage2) {
+        remove_stage(&out_dir.join(name))?;
+    }
+    Ok(())
+}
+
 /// Trains `opts` unless an identical finished stage exists. `upstream` is the fingerprint
 /// of the stage this one starts from, so retraining stage 1 retrains stage 2.
 pub fn run_stage(name: &str, mut opts: TrainOptions, upstream: &str) -> anyhow::Result<StageOutcome> {
@@ -130,7 +144,7 @@ mod tests {
     use clex_train::preset::RopeChoice;
     use clex_train::trainer::TrainOptions;
 
-    use super::{remove_stage, run_stage, validation_trend};
+    use super::{STAGE1, remove_stage, run_stage, validation_trend};
 
     /// 4 tiny micro-batches on a few KB of the bundled corpus, checkpoints every 2.
     fn tiny(run_dir: PathBuf, dir: &Path) -> TrainOptions {
@@ -196,7 +210,10 @@ mod tests {
         let rows: Vec<String> = read(&metrics).lines().skip(1).map(str::to_string).collect();
         assert_eq!(rows.len(), 4, "{rows:?}");
         assert!(rows[..2].iter().all(|r| r.ends_with(",-7,-7,1")), "rows before the checkpoint are kept: {rows:?}");
-        assert!(rows[2..].iter().all(|r| !r.contains("-7")), "rows after it are the resumed run's: {rows:?}");
+        // A real cross-entropy is positive and finite; the planted rows hold -7.
+        let loss = |r: &str| r.split(',').nth(1).and_then(|v| v.parse::<f64>().ok());
+        let fresh_rows = rows[2..].iter().all(|r| loss(r).is_some_and(|l| l.is_finite() && l > 0.0));
+        assert!(fresh_rows, "rows after it are the resumed run's: {rows:?}");
         assert!(std::fs::read(&weights).unwrap() == trained, "the resumed stage ends on the uninterrupted weights");
 
         // Settings changed (or the upstream stage retrained): trained again from scratch.
@@ -219,6 +236,52 @@ mod tests {
         let e = remove_stage(&foreign).unwrap_err().to_string();
         assert!(e.contains("was not made by `cargo xtask experiment`"), "{e}");
         assert!(foreign.exists());
+    }
+
+    #[test]
+    fn fresh_removes_every_stage_of_the_experiment_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path();
+        // The experiment's own stage list, with the optional PI-at-4L run.
+        let args = crate::experiment::ExperimentArgs {
+            quick: true,
+            backend: None,
+            out_dir: None,
+            out: None,
+            with_long_pi: true,
+            fresh: true,
+            stage1_steps: None,
+            stage2_steps: None,
+            regions: None,
+        };
+        let runs = crate::experiment::stage2_runs(&crate::experiment::Settings::new(&args));
+        let ours: Vec<&str> = std::iter::once(STAGE1).chain(runs.iter().map(|r| r.0)).collect();
+        assert_eq!(ours.len(), 6, "stage 1, four stage-2 runs and PI at 4L: {ours:?}");
+        let stage = |name: &str| {
+            let d = out.join(name);
+            std::fs::create_dir_all(d.join("checkpoint")).unwrap();
+            super::write_marker(&d, &serde_json::json!({"fingerprint": name, "done": true})).unwrap();
+            std::fs::write(d.join("metrics.csv"), "step,loss\n").unwrap();
+        };
+        for name in &ours {
+            stage(name);
+        }
+        // What else lives in the run directory: the quick corpus, a report written there, and
+        // a stage directory of an earlier version's method (marked, but not one of ours).
+        std::fs::write(out.join("corpus-quick.jsonl"), "{}\n").unwrap();
+        std::fs::write(out.join("EXTRAPOLATION.md"), "report").unwrap();
+        stage("stage2-old");
+
+        super::fresh(out, runs.iter().map(|r| r.0)).unwrap();
+        for name in &ours {
+            assert!(!out.join(name).exists(), "--fresh removes {name}");
+        }
+        let mut left: Vec<String> = std::fs::read_dir(out).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        left.sort();
+        assert_eq!(left, ["EXTRAPOLATION.md", "corpus-quick.jsonl", "stage2-old"], "--fresh leaves everything else");
+        assert!(out.join("stage2-old/metrics.csv").exists());
+        // Again, with the stages gone: nothing to do, no error.
+        super::fresh(out, runs.iter().map(|r| r.0)).unwrap();
     }
 
     #[test]
