@@ -121,17 +121,23 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f64 {
     a.iter().zip(b).map(|(x, y)| (*x as f64 - *y as f64).abs()).fold(0.0, nan_max)
 }
 
-/// `clex score` of `ids` (optionally `--prefill N`): its logits, `[n · vocab]`.
-fn score_logits(dir: &Path, ids: &[u32], prefill: Option<usize>) -> Vec<f32> {
-    let out = dir.join("score_logits.safetensors");
+/// Runs `clex score` of `ids` (optionally `--prefill N`), writing to `out` with `out_flag`
+/// (`--out` or `--json`).
+fn score(dir: &Path, ids: &[u32], prefill: Option<usize>, out_flag: &str, out: &Path) {
     let list = ids.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(",");
     let pre = prefill.map(|n| n.to_string());
-    let mut args = vec!["score", "-m", p(dir), "--ids", &list, "--out", p(&out)];
+    let mut args = vec!["score", "-m", p(dir), "--ids", &list, out_flag, p(out)];
     if let Some(n) = &pre {
         args.extend(["--prefill", n]);
     }
     let (code, _, err) = clex(&args);
     assert_eq!(code, 0, "{err}");
+}
+
+/// `clex score` of `ids` (optionally `--prefill N`): its logits, `[n · vocab]`.
+fn score_logits(dir: &Path, ids: &[u32], prefill: Option<usize>) -> Vec<f32> {
+    let out = dir.join("score_logits.safetensors");
+    score(dir, ids, prefill, "--out", &out);
     read(&golden(&out), "logits")
 }
 
@@ -139,14 +145,7 @@ fn score_logits(dir: &Path, ids: &[u32], prefill: Option<usize>) -> Vec<f32> {
 /// NLL of `ids[i + 1]`.
 fn score_nll(dir: &Path, ids: &[u32], prefill: Option<usize>) -> Vec<f64> {
     let j = dir.join("score_nll.json");
-    let list = ids.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(",");
-    let pre = prefill.map(|n| n.to_string());
-    let mut args = vec!["score", "-m", p(dir), "--ids", &list, "--json", p(&j)];
-    if let Some(n) = &pre {
-        args.extend(["--prefill", n]);
-    }
-    let (code, _, err) = clex(&args);
-    assert_eq!(code, 0, "{err}");
+    score(dir, ids, prefill, "--json", &j);
     let s: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&j).unwrap()).unwrap();
     s["nll"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect()
 }
