@@ -29,13 +29,38 @@ fn config_for(entry: &serde_json::Value) -> RopeConfig {
     RopeConfig::from_hf_json(&cfg).unwrap()
 }
 
+/// HF's cos/sin rows of table `key`: at every position below `seq_len`, or at the stored
+/// `positions` where the fixture keeps only a few (`cos_at` / `sin_at`). Returns the
+/// positions and the `[positions, rotary_dim]` cos and sin.
+fn reference_rows(fx: &Fixture, key: &str, seq_len: usize, rotary_dim: usize) -> (Vec<i64>, Vec<f32>, Vec<f32>) {
+    let positions: Vec<i64> =
+        if fx.has(&format!("{key}/positions")) { fx.i64(&format!("{key}/positions")) } else { (0..seq_len as i64).collect() };
+    let suffix = if fx.has(&format!("{key}/cos_at")) { "_at" } else { "" };
+    let (want_cos, shape) = fx.f32(&format!("{key}/cos{suffix}"));
+    let (want_sin, _) = fx.f32(&format!("{key}/sin{suffix}"));
+    assert_eq!(shape, vec![positions.len(), rotary_dim], "{key}");
+    (positions, want_cos, want_sin)
+}
+
+/// Our cos/sin rows at `positions` from `inv_freq` and the attention scaling.
+fn our_rows(positions: &[i64], inv_freq: &[f32], scaling: f32) -> (Vec<f32>, Vec<f32>) {
+    let device = Default::default();
+    let pos_f: Vec<f32> = positions.iter().map(|&p| p as f32).collect();
+    let (n, k) = (pos_f.len(), inv_freq.len());
+    let (cos, sin) = cos_sin::<B>(
+        Tensor::from_data(TensorData::new(pos_f, [n]), &device),
+        Tensor::from_data(TensorData::new(inv_freq.to_vec(), [k]), &device),
+        scaling,
+    );
+    (to_vec(cos), to_vec(sin))
+}
+
 #[test]
 fn every_hf_rope_table_matches() {
     let fx = Fixture::open("rope_tables.safetensors");
     let manifest = read_json("rope_tables.json");
     let tables = manifest["rope_tables"].as_object().unwrap();
     assert_eq!(tables.len(), 48, "fixture should hold 48 tables");
-    let device = Default::default();
     let mut checked = 0;
     let mut worst_near = 0.0f32;
     let mut worst_far = 0.0f32;
@@ -54,24 +79,11 @@ fn every_hf_rope_table_matches() {
         );
         assert!((want_scale[0] as f64 - entry["attention_scaling"].as_f64().unwrap()).abs() < 1e-6);
 
-        let positions: Vec<i64> =
-            if fx.has(&format!("{key}/positions")) { fx.i64(&format!("{key}/positions")) } else { (0..seq_len as i64).collect() };
-        let suffix = if fx.has(&format!("{key}/cos_at")) { "_at" } else { "" };
-        let (want_cos, shape) = fx.f32(&format!("{key}/cos{suffix}"));
-        let (want_sin, _) = fx.f32(&format!("{key}/sin{suffix}"));
-        assert_eq!(shape, vec![positions.len(), cfg.rotary_dim], "{key}");
-
-        let pos_f: Vec<f32> = positions.iter().map(|&p| p as f32).collect();
-        let n = pos_f.len();
+        let (positions, want_cos, want_sin) = reference_rows(&fx, key, seq_len, cfg.rotary_dim);
         let k = freqs.inv_freq.len();
         let dtheta = freqs.inv_freq.iter().zip(&want_inv).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
         for (source, inv, extra) in [("HF inv_freq", &want_inv, 0.0f32), ("our inv_freq", &freqs.inv_freq, dtheta)] {
-            let (cos, sin) = cos_sin::<B>(
-                Tensor::from_data(TensorData::new(pos_f.clone(), [n]), &device),
-                Tensor::from_data(TensorData::new(inv.clone(), [k]), &device),
-                freqs.attention_scaling,
-            );
-            let (cos, sin) = (to_vec(cos), to_vec(sin));
+            let (cos, sin) = our_rows(&positions, inv, freqs.attention_scaling);
             let width = 2 * k;
             for (r, &m) in positions.iter().enumerate() {
                 let tol = if extra == 0.0 { 1e-5 } else { 1e-5 + m as f32 * (extra + 2.4e-7) };
@@ -136,7 +148,6 @@ fn llama3_and_longrope_tables_match_transformers() {
     let manifest = read_json("rope_tables_extra.json");
     let tables = manifest["rope_tables"].as_object().unwrap();
     assert_eq!(tables.len(), 16, "fixture should hold 16 tables");
-    let device = Default::default();
     let (mut worst_inv, mut worst_tiny, mut worst_large) = (0.0f32, 0.0f32, 0.0f32);
     for (key, entry) in tables {
         let cfg = config_for(entry);
@@ -153,20 +164,9 @@ fn llama3_and_longrope_tables_match_transformers() {
         let tiny = key.contains("_tiny/");
         let tol = if tiny { 1.2e-6 } else { 1.5e-4 };
 
-        let positions: Vec<i64> =
-            if fx.has(&format!("{key}/positions")) { fx.i64(&format!("{key}/positions")) } else { (0..seq_len as i64).collect() };
-        let suffix = if fx.has(&format!("{key}/cos_at")) { "_at" } else { "" };
-        let (want_cos, shape) = fx.f32(&format!("{key}/cos{suffix}"));
-        let (want_sin, _) = fx.f32(&format!("{key}/sin{suffix}"));
-        assert_eq!(shape, vec![positions.len(), cfg.rotary_dim], "{key}");
-        let pos_f: Vec<f32> = positions.iter().map(|&p| p as f32).collect();
-        let (n, k) = (pos_f.len(), freqs.inv_freq.len());
-        let (cos, sin) = cos_sin::<B>(
-            Tensor::from_data(TensorData::new(pos_f, [n]), &device),
-            Tensor::from_data(TensorData::new(freqs.inv_freq.clone(), [k]), &device),
-            freqs.attention_scaling,
-        );
-        let (cos, sin) = (to_vec(cos), to_vec(sin));
+        let (positions, want_cos, want_sin) = reference_rows(&fx, key, seq_len, cfg.rotary_dim);
+        let k = freqs.inv_freq.len();
+        let (cos, sin) = our_rows(&positions, &freqs.inv_freq, freqs.attention_scaling);
         for (r, &m) in positions.iter().enumerate() {
             let row = r * 2 * k..(r + 1) * 2 * k;
             let what = format!("{key} row m={m}");
