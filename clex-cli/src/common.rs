@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 use clex_core::{ClexAct, ClexParams};
+use clex_models::backend::Inference;
 use clex_models::gguf::{self, GgufFile};
 use clex_models::{CachePolicy, CausalLm, ModelConfig, attach_fresh_clex, load_with_config, read_config};
-use clex_train::backend::Inference;
 use tokenizers::Tokenizer;
 
 /// `--dtype f32|f16|bf16`.

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::bail;
-use clex_train::backend::{self, Inference};
+use clex_models::backend::{self, Inference};
 
 /// Arguments of `clex convert`.
 #[derive(clap::Args, Debug)]

@@ -6,11 +6,10 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use clex_models::ForwardOptions;
-use clex_models::generate::{Sampler, SamplingParams};
-use clex_train::backend;
+use clex_models::backend;
+use clex_models::{GenerateOptions, SamplingParams, Session};
 
-use crate::common::{ModelSpec, RopeOverride, default_bos, ids_tensor, last_row, model_tokenizer, parse_cache_policy, parse_dtype};
+use crate::common::{ModelSpec, RopeOverride, default_bos, model_tokenizer, parse_cache_policy, parse_dtype};
 
 /// Arguments of `clex generate`.
 #[derive(clap::Args, Debug)]
@@ -87,54 +86,38 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     let device = backend::device(args.device);
     let model = spec.load(&device, dtype)?;
     let config = model.config();
-    let eos: Vec<u32> = config.eos_token_ids.clone();
     let bos = if args.bos.map_or_else(|| default_bos(&args.model), Ok)? { config.bos_token_id } else { None };
-    let max_len = args.max_seq_len.or_else(|| match &config.rope.scaling {
-        clex_core::RopeScaling::Clex(p) => Some(p.max_factor * config.rope.max_position_embeddings),
-        _ => None,
-    });
-
-    let mut ids: Vec<u32> =
+    let ids: Vec<u32> =
         tokenizer.encode(prompt.as_str(), true).map_err(|e| anyhow::anyhow!("tokenizing the prompt: {e}"))?.get_ids().to_vec();
-    if let Some(b) = bos
-        && ids.first() != Some(&b)
-    {
-        ids.insert(0, b);
-    }
-    if let Some(m) = max_len
-        && ids.len() >= m
-    {
-        bail!("the prompt has {} tokens; --max-seq-len allows {m}", ids.len());
-    }
+    let ids: Vec<u32> = match bos {
+        Some(b) if ids.first() != Some(&b) => std::iter::once(b).chain(ids).collect(),
+        _ => ids,
+    };
     crate::memory::check(&model, "the prompt", ids.len(), ids.len() + args.sample_len)?;
-    let mut sampler = Sampler::new(SamplingParams {
-        temperature: args.temperature,
-        top_k: args.top_k,
-        top_p: args.top_p,
-        repeat_penalty: args.repeat_penalty,
-        repeat_last_n: args.repeat_last_n,
-        seed: args.seed,
-    });
-    let mut cache = model.new_cache(policy);
+    let options = GenerateOptions {
+        sampling: SamplingParams {
+            temperature: args.temperature,
+            top_k: args.top_k,
+            top_p: args.top_p,
+            repeat_penalty: args.repeat_penalty,
+            repeat_last_n: args.repeat_last_n,
+            seed: args.seed,
+        },
+        max_new_tokens: args.sample_len,
+        max_seq_len: args.max_seq_len,
+        stop_tokens: config.eos_token_ids.clone(),
+    };
+    let mut session = Session::new(&model, policy);
     print!("{prompt}");
     std::io::stdout().flush().ok();
     let t_prompt = Instant::now();
-    let out = model.forward_with(ids_tensor(&ids, &device), Some(&mut cache), &ForwardOptions::default())?;
-    let mut next_logits = last_row(out.logits)?;
+    let mut tokens = session.generate(&ids, options).map_err(|e| anyhow::anyhow!("{e} (--max-seq-len)"))?;
     let prompt_s = t_prompt.elapsed().as_secs_f64();
     let (mut generated, mut printed) = (Vec::new(), 0usize);
     let t_gen = Instant::now();
     let mut beyond_warned = false;
-    for _ in 0..args.sample_len {
-        if max_len.is_some_and(|m| ids.len() >= m) {
-            break;
-        }
-        let next = sampler.sample(&next_logits, &ids);
-        if eos.contains(&next) {
-            break;
-        }
-        ids.push(next);
-        generated.push(next);
+    while let Some(next) = tokens.next() {
+        generated.push(next?);
         // Decode everything generated so far and print the new part, unless it ends in a
         // split UTF-8 character.
         let text = tokenizer.decode(&generated, true).map_err(|e| anyhow::anyhow!("decoding: {e}"))?;
@@ -143,26 +126,21 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
             std::io::stdout().flush().ok();
             printed = text.len();
         }
-        let out = model.forward_with(ids_tensor(&[next], &device), Some(&mut cache), &ForwardOptions::default())?;
-        if let Some(sf) = out.scaling_factor
-            && sf.beyond_max
-            && !beyond_warned
-        {
-            eprintln!("\n[warning: {} tokens is beyond P·T_max; θ(T_max) is extrapolated]", ids.len());
+        if tokens.session().beyond_max() && !beyond_warned {
+            eprintln!("\n[warning: {} tokens is beyond P·T_max; θ(T_max) is extrapolated]", tokens.session().tokens().len());
             beyond_warned = true;
         }
-        next_logits = last_row(out.logits)?;
     }
     println!();
     let gen_s = t_gen.elapsed().as_secs_f64();
-    let n_prompt = ids.len() - generated.len();
+    let n_prompt = ids.len();
     eprintln!(
         "{n_prompt} prompt tokens: {:.1} tokens/s; {} generated tokens: {:.1} tokens/s; backend {}; cache {:.1} KiB",
         n_prompt as f64 / prompt_s.max(1e-9),
         generated.len(),
         generated.len() as f64 / gen_s.max(1e-9),
         backend::name(),
-        cache.memory_bytes() as f64 / 1024.0
+        session.cache().memory_bytes() as f64 / 1024.0
     );
     Ok(())
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use burn::module::Module;
 use burn::tensor::DType;
-use clex_train::backend;
+use clex_models::backend;
 use serde_json::json;
 
 /// Arguments of `clex inspect`.

@@ -3,7 +3,7 @@
 
 use anyhow::bail;
 use clex_models::CausalLm;
-use clex_train::backend::Inference;
+use clex_models::backend::Inference;
 
 /// `MemAvailable` from /proc/meminfo, in bytes (None where there is no such file).
 fn available() -> Option<usize> {
@@ -16,7 +16,7 @@ fn available() -> Option<usize> {
 /// Errors out, with the estimate, when a forward of `seq` tokens over `total` positions
 /// would not fit in available memory (CPU backends; GPU memory is the backend's business).
 pub fn check(model: &CausalLm<Inference>, what: &str, seq: usize, total: usize) -> anyhow::Result<()> {
-    if !clex_train::backend::name().starts_with("flex") {
+    if !clex_models::backend::HOST_MEMORY {
         return Ok(());
     }
     let need = model.memory_estimate(1, seq, total);

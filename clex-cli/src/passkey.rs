@@ -5,8 +5,8 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
+use clex_models::backend::{self, Inference};
 use clex_models::{CachePolicy, ForwardOptions};
-use clex_train::backend::{self, Inference};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -122,7 +122,7 @@ fn greedy(
     let mut logits = model.forward_with(ids_tensor(prompt, device), Some(&mut cache), &ForwardOptions::default())?.logits;
     let mut out = Vec::new();
     for _ in 0..n {
-        let next = clex_models::generate::argmax(&last_row(logits)?);
+        let next = clex_models::sampling::argmax(&last_row(logits)?);
         out.push(next);
         logits = model.forward_with(ids_tensor(&[next], device), Some(&mut cache), &ForwardOptions::default())?.logits;
     }

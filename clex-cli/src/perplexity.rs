@@ -5,11 +5,11 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
+use clex_eval::corpus::{Split, read_documents};
+use clex_models::backend::{self, Inference};
 use clex_models::{CachePolicy, CausalLm, ForwardOptions};
-use clex_train::backend::{self, Inference};
-use clex_train::corpus::{Split, read_documents};
 
-use clex_train::eval::Tally;
+use clex_eval::eval::Tally;
 
 use crate::common::{ModelSpec, RopeOverride, default_bos, ids_tensor, model_tokenizer, parse_dtype, require_model};
 
@@ -242,9 +242,9 @@ pub fn run(args: PerplexityArgs) -> anyhow::Result<()> {
         clex_models::write_atomic(j, serde_json::to_string_pretty(&v)?.as_bytes())?;
     }
     if let Some(plot) = &args.plot {
-        let series: Vec<clex_train::plot::Series<'_>> =
-            curves.iter().map(|(n, c)| clex_train::plot::Series { name: n, points: c.clone(), markers: false }).collect();
-        let svg = clex_train::plot::line_chart(
+        let series: Vec<clex_eval::plot::Series<'_>> =
+            curves.iter().map(|(n, c)| clex_eval::plot::Series { name: n, points: c.clone(), markers: false }).collect();
+        let svg = clex_eval::plot::line_chart(
             &format!("perplexity vs length ({} protocol)", args.protocol),
             "length (tokens, log scale)",
             "perplexity",

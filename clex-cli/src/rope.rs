@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clex_core::clex::ClexLayerConfig;
 use clex_core::{RopeConfig, RopeScaling};
-use clex_train::backend;
+use clex_models::backend;
 
 /// Arguments of `clex rope`.
 #[derive(clap::Args, Debug)]

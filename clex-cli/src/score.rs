@@ -7,10 +7,10 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clex_models::ForwardOptions;
-use clex_train::backend::{self, Inference};
+use clex_models::backend::{self, Inference};
 use safetensors::{Dtype, tensor::TensorView};
 
-use clex_train::eval::token_nll;
+use clex_eval::eval::token_nll;
 
 use crate::common::{ids_tensor, load_model, model_tokenizer, parse_cache_policy, parse_dtype};
 

@@ -33,7 +33,7 @@ impl ClexAct {
     }
 }
 
-/// CLEX settings (`rope_scaling` with `type: "clex"`), spec section (f).
+/// CLEX settings (`rope_scaling` with `type: "clex"`), docs/CLEX.md §7.1.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ClexParams {
     /// T_max: the largest scaling factor t the ODE is solved for.

@@ -7,8 +7,8 @@
 //! - [`clex`]: the CLEX ODE, its torchdiffeq-compatible solver with exact reverse mode, the
 //!   θ table cache, t selection, log scaling and the training position sampler.
 //!
-//! The algorithm is specified in `docs/CLEX.md` (a copy of the team's spec); section names
-//! in comments (e.g. "spec §3.4") refer to it.
+//! The algorithm is described in `docs/CLEX.md`; comments cite its sections as
+//! "docs/CLEX.md §N".
 
 #![warn(missing_docs)]
 

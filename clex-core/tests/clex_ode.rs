@@ -1,5 +1,5 @@
 //! Properties of the CLEX ODE and its solver that need no fixture: the D = 0 closed form,
-//! the spec's Test 2 vectors, [1, t] vs the table, the hand-written backward against finite
+//! the Test 2 vectors of docs/CLEX.md §10, [1, t] vs the table, the hand-written backward against finite
 //! differences and against plain burn autodiff through the same RK4 steps, the cache, the
 //! t schedule, log scaling and the training position sampler.
 
@@ -18,7 +18,7 @@ use clex_core::{ClexAct, ClexLayerConfig};
 use common::*;
 
 fn spec_test2(act: ClexAct) -> (OdeWeights, OdeSpec) {
-    // d = 8, U[a][b] = 0.1 sin(8a + b + 1), D[b][a] = 0.05 cos(4b + a + 1) (spec §13 Test 2)
+    // d = 8, U[a][b] = 0.1 sin(8a + b + 1), D[b][a] = 0.05 cos(4b + a + 1) (docs/CLEX.md §10, Test 2)
     let up = (0..4).flat_map(|a| (0..8).map(move |b| (0.1 * ((8 * a + b + 1) as f64).sin()) as f32)).collect();
     let down = (0..8).flat_map(|b| (0..4).map(move |a| (0.05 * ((4 * b + a + 1) as f64).cos()) as f32)).collect();
     (OdeWeights { inv_freq: base_inv_freq(1e4, 8), up, down }, OdeSpec { dim: 8, act, time_dt: 0.01 })
@@ -44,7 +44,7 @@ fn zero_down_projection_is_ntk_scaling_in_closed_form() {
             assert_close_rel(&format!("d={dim} B={base} t={t}"), &table[(t - 1) * k..t * k], &closed, 5e-5);
         }
     }
-    // The spec's printed float64 values for d = 128, B = 1e4.
+    // The float64 values of docs/CLEX.md §10, Test 1 (d = 128, B = 1e4).
     let w = OdeWeights { inv_freq: base_inv_freq(1e4, 128), up: vec![0.01; 64 * 128], down: vec![0.0; 128 * 64] };
     let table = w.table(&OdeSpec { dim: 128, act: ClexAct::Silu, time_dt: 0.01 }, 16);
     let want =
@@ -56,8 +56,8 @@ fn zero_down_projection_is_ntk_scaling_in_closed_form() {
     }
 }
 
-/// The float64 reference's θ for the spec's Test 2 weights (shared/golden/clex_ode_reference.py,
-/// printed in shared/golden/clex_ode_reference_output.txt).
+/// The float64 reference's θ for the Test 2 weights (docs/CLEX.md §10, which prints t = 2
+/// and 8; t = 3 and 4 come from the same float64 solve).
 type Test2 = [(ClexAct, [(usize, [f32; 4]); 4]); 2];
 
 fn test2_reference() -> Test2 {
@@ -90,7 +90,7 @@ fn spec_test2_vectors() {
         let (w, spec) = spec_test2(act);
         let table = w.table(&spec, 8);
         for (t, want) in rows {
-            // The spec's values are float64; f32 solves sit ~1e-5 away (manifest noise study).
+            // The reference values are float64; f32 solves sit ~1e-5 away (manifest noise study).
             assert_close_rel(&format!("{act:?} t={t}"), &table[(t - 1) * 4..t * 4], &want, 5e-5);
         }
     }

@@ -1,7 +1,7 @@
 //! The KV cache CLEX needs.
 //!
 //! CLEX's θ depends on t = ceil(N/P), so keys must be kept un-rotated and re-rotated when t
-//! changes (spec e.3). Two policies:
+//! changes (docs/CLEX.md §6.2). Two policies:
 //! - [`CachePolicy::Reference`] (default; what the released checkpoints were evaluated with):
 //!   per layer, raw keys and values are cached; a rotated copy of the keys, valid for the
 //!   current t, is kept too and rebuilt once when t changes, so a decode step rotates only

@@ -91,6 +91,9 @@ pub enum ModelError {
     /// A bad request at run time (e.g. token count, cache mismatch).
     #[error("{0}")]
     Invalid(String),
+    /// The backend cannot provide the requested devices.
+    #[error("devices: {0}")]
+    Devices(String),
 }
 
 /// What is wrong with a GGUF file; every variant names the key or tensor at fault.

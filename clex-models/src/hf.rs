@@ -85,8 +85,8 @@ pub(crate) fn layer_norm<B: Backend>(
     Ok(ln)
 }
 
-/// The CLEX layer under `{prefix}.clex_layer.*`, kept in f32 (the ODE runs in f32, pitfall
-/// h.1) with `inv_freq` exactly as stored (h.2).
+/// The CLEX layer under `{prefix}.clex_layer.*`, kept in f32 (the ODE runs in f32)
+/// with `inv_freq` exactly as stored (docs/CLEX.md §3.5).
 pub(crate) fn clex_layer<B: Backend>(
     ck: &Checkpoint,
     prefix: &str,

@@ -10,11 +10,11 @@
 #![warn(missing_docs)]
 
 mod attention;
+pub mod backend;
 pub mod cache;
 pub mod config;
 pub mod error;
 mod export;
-pub mod generate;
 pub mod gguf;
 mod gpt_neox;
 mod hf;
@@ -23,6 +23,8 @@ pub mod layers;
 mod llama;
 mod loader;
 mod model;
+pub mod sampling;
+pub mod session;
 pub mod weights;
 
 pub use attention::{Attention, RotaryBatch};
@@ -34,3 +36,5 @@ pub use hf::HostTensor;
 pub use init::{attach_fresh_clex, init_model};
 pub use loader::{load_from_files, load_model, load_with_config, read_config};
 pub use model::{CausalLm, ForwardOptions, ForwardOutput};
+pub use sampling::{Sampler, SamplingParams};
+pub use session::{GenerateOptions, Generation, Session, StopReason};

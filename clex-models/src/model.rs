@@ -130,7 +130,7 @@ impl<B: Backend> CausalLm<B> {
     }
 
     /// cos/sin `[rows, seq, rot]` for per-row positions (f32, may be fractional), in the
-    /// model dtype (angles are formed in f32 first, pitfall h.1).
+    /// model dtype (angles are formed in f32 first, docs/CLEX.md §2.2).
     pub fn rotary_tables(
         &self,
         positions: Vec<f32>,

@@ -539,7 +539,7 @@ fn check_smollm2(what: &str, model: &CausalLm<B>, g: &Golden) {
             .push(format!("row {r}: {:.2e}", check(&format!("{what} logits row {r}"), got, &g.logits[k * vocab..(k + 1) * vocab], 1e-3)));
     }
     let rows: Vec<&[f32]> = logits.chunks(vocab).collect();
-    let argmax: Vec<u32> = rows.iter().map(|r| clex_models::generate::argmax(r)).collect();
+    let argmax: Vec<u32> = rows.iter().map(|r| clex_models::sampling::argmax(r)).collect();
     let mismatches = argmax.iter().zip(&g.argmax).filter(|(a, b)| a != b).count();
     let nlls: Vec<f32> = (0..g.nll.len()).map(|i| nll(rows[i], g.ids[i + 1] as usize) as f32).collect();
     let nll_err = check(&format!("{what} NLL"), &nlls, &g.nll, 1e-3);
@@ -600,7 +600,7 @@ fn smollm2_greedy_generation_says_paris() {
     let mut input = seq.clone();
     for _ in 0..8 {
         let logits = values(model.forward_with(ids(&input), Some(&mut cache), &ForwardOptions::default()).unwrap().logits);
-        let next = clex_models::generate::argmax(&logits[logits.len() - vocab..]);
+        let next = clex_models::sampling::argmax(&logits[logits.len() - vocab..]);
         out.push(next);
         seq.push(next as f32);
         input = vec![next as f32];

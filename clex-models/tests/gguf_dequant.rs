@@ -5,7 +5,7 @@
 //! numpy 2.4.6) holds, per type, random packed blocks (`<TYPE>/bytes`) and what
 //! `gguf.quants.dequantize` makes of them (`<TYPE>/values`). The scales are finite f16 of both
 //! signs (one block with a zero scale, one with a subnormal); every other byte is random, so
-//! every bit of every nibble / high-bit field matters. The README promises bit-identical
+//! every bit of every nibble / high-bit field matters. docs/MEASUREMENTS.md promises bit-identical
 //! output, so the tolerance is zero: values are compared as f32 bit patterns (measured: 0
 //! mismatches of 11 types).
 

@@ -118,11 +118,11 @@ fn load_from(config: &Path, weights: &Path, dtype: DType) -> clex_models::Causal
 }
 
 /// How a test model's rotary frequencies follow the length, written out by hand from the
-/// spec (not through the model's own schedule code), so the padded-batch test can tell a
+/// docs/CLEX.md §6.1 (not through the model's own schedule code), so the padded-batch test can tell a
 /// wrong N or t from a right one.
 #[derive(Clone, Copy)]
 enum Freqs {
-    /// CLEX: t = ceil(N/P) up to max_factor, θ(t) from the model's table (spec e.1-e.2).
+    /// CLEX: t = ceil(N/P) up to max_factor, θ(t) from the model's table (docs/CLEX.md §6.1, §4.3).
     Clex { p: usize, max_t: usize },
     /// Dynamic NTK: base' = base · (factor·N/P − (factor − 1))^(d/(d−2)) once N > P.
     Dynamic { base: f64, factor: f64, p: usize, dim: usize },
@@ -192,13 +192,13 @@ fn row_at_n(model: &clex_models::CausalLm<B>, freqs: Freqs, ids: &[i64], n: usiz
 
 /// Rows of different lengths, left-padded, against each row alone, in the prefill and
 /// through cached decoding, under both cache policies. The reference fixes one t (CLEX) or
-/// one dynamic-NTK base per forward for the whole batch from the padded length N (spec
-/// e.1), so every row here is compared with the hand-made frequencies of N
+/// one dynamic-NTK base per forward for the whole batch from the padded length N (docs/CLEX.md
+/// §6.1), so every row here is compared with the hand-made frequencies of N
 /// ([`row_at_n`]), which differ from the row's own length once N crosses P·k:
 /// - Recompute: every forward equals a full forward of the row alone at N's frequencies.
 /// - Reference: until the frequencies first change, the same. After a change, cached values
 ///   and the keys of deeper layers still come from hidden states made under the old
-///   frequencies (CLEX, spec e.3; dynamic NTK keeps even the old key rotations, as
+///   frequencies (CLEX, docs/CLEX.md §6.2; dynamic NTK keeps even the old key rotations, as
 ///   transformers), so a row must equal the same row decoded on its own with the same
 ///   padding, policy and steps; and with one layer, whose cache is just re-rotated raw keys
 ///   and values of the embeddings, CLEX decoding is again a full forward at N.

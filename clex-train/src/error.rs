@@ -29,9 +29,6 @@ pub enum TrainError {
     /// Not enough data for the requested setting.
     #[error("{0}")]
     NotEnoughData(String),
-    /// The backend cannot provide the requested devices.
-    #[error("devices: {0}")]
-    Devices(String),
     /// Training diverged.
     #[error(
         "non-finite loss {loss} at step {step}; the run stopped without applying that update, and its last checkpoint ({checkpoint}) is the last good state"
@@ -47,6 +44,9 @@ pub enum TrainError {
     /// A model problem.
     #[error(transparent)]
     Model(#[from] clex_models::ModelError),
+    /// A corpus or evaluation problem.
+    #[error(transparent)]
+    Eval(#[from] clex_eval::EvalError),
 }
 
 pub(crate) fn io(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {

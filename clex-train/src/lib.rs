@@ -1,27 +1,22 @@
-//! clex-train: CLEX training with burn-train.
+//! clex-train: CLEX training with burn-train (the corpus and evaluation are clex-eval's, the
+//! backend choice clex-models').
 //!
-//! - [`corpus`]: documents, the fixed split, the bundled corpus.
 //! - [`tokenizer`]: HF tokenizers, or a byte-level BPE trained on the train split.
 //! - [`packing`]: fixed-length training windows; [`batch`]: the dataset and batcher.
 //! - [`metrics`]: burn-train metrics (loss/perplexity per length, tokens/s, t).
 //! - [`step`]: the CLEX train step (t and positions drawn per step, θ(t) differentiable);
 //!   [`precision`]: f16/bf16 compute over f32 master weights.
 //! - [`trainer`]: a whole run ([`loader`] for exact resume, [`checkpoint`] atomic, [`schedule`], [`preset`]).
-//! - [`backend`]: the one place that decides which burn backend a program runs on.
 
 #![warn(missing_docs)]
 
-pub mod backend;
 pub mod batch;
 pub mod checkpoint;
-pub mod corpus;
 pub mod error;
-pub mod eval;
 pub mod loader;
 pub mod metrics;
 pub mod monitor;
 pub mod packing;
-pub mod plot;
 pub mod precision;
 pub mod preset;
 pub mod renderer;

@@ -2,7 +2,7 @@
 //!
 //! Each step casts the model's float parameters to the compute dtype through burn's
 //! differentiable cast, so the forward and backward run in half precision while the gradients
-//! arrive at the f32 parameters. The CLEX layer is never cast: the spec keeps the ODE (its
+//! arrive at the f32 parameters. The CLEX layer is never cast: docs/CLEX.md §3.5 keeps the ODE (its
 //! parameters, the RK4 solve and θ) in f32. Cross-entropy and the attention softmax run in f32
 //! already (`ClexLm::cross_entropy`, `clex_models::attention`).
 //!

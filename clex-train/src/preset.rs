@@ -1,8 +1,14 @@
 //! Model presets for training from scratch, as HF `config.json` values (LLaMA architecture,
 //! CLEX `rope_scaling` in the released checkpoints' spelling, or a baseline rope kind).
 
+use std::path::Path;
+
+use burn::tensor::{DType, backend::Backend};
 use clex_core::ClexAct;
+use clex_models::{CausalLm, ModelConfig, load_model, load_with_config};
 use serde_json::{Value, json};
+
+use crate::error::TrainError;
 
 /// A model size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,4 +98,39 @@ pub fn preset_config(preset: Preset, vocab_size: usize, rope: &RopeChoice, rope_
         "eos_token_id": bos,
         "torch_dtype": "float32",
     })
+}
+
+/// Loads an HF model directory in f32, optionally with its `rope_scaling` replaced by
+/// `rope`'s: dynamic NTK at inference on a model trained with plain RoPE, or the starting
+/// point of a baseline run continued from a checkpoint (`trainer`).
+pub fn load_for_eval<B: Backend>(dir: &Path, rope: Option<&RopeChoice>, device: &B::Device) -> Result<CausalLm<B>, TrainError> {
+    let Some(rope) = rope else { return Ok(load_model::<B>(dir, device, DType::F32)?) };
+    let path = dir.join("config.json");
+    let mut raw = ModelConfig::from_file(&path)?.raw;
+    raw["rope_scaling"] = rope.rope_scaling();
+    let cfg = ModelConfig::from_json(raw, &path)?;
+    Ok(load_with_config::<B>(cfg, dir, device, DType::F32)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::Flex;
+    use clex_models::init_model;
+
+    fn model(rope: RopeChoice) -> CausalLm<Flex> {
+        let raw = preset_config(Preset::Tiny, 64, &rope, 10000.0, Some(0));
+        init_model(ModelConfig::from_json(raw, Path::new("<test>")).unwrap(), &Default::default(), 3)
+    }
+
+    #[test]
+    fn load_for_eval_rewrites_only_the_scaling() {
+        let dir = tempfile::tempdir().unwrap();
+        clex_models::save_model(&model(RopeChoice::None), dir.path()).unwrap();
+        let m = load_for_eval::<Flex>(dir.path(), Some(&RopeChoice::Dynamic(2.0)), &Default::default()).unwrap();
+        assert!(matches!(m.rope().scaling, clex_core::RopeScaling::Dynamic { .. }), "{:?}", m.rope().scaling);
+        assert_eq!(m.config().num_layers, 4);
+        let plain = load_for_eval::<Flex>(dir.path(), None, &Default::default()).unwrap();
+        assert!(matches!(plain.rope().scaling, clex_core::RopeScaling::Default), "{:?}", plain.rope().scaling);
+    }
 }

@@ -1,4 +1,4 @@
-//! The CLEX train step (spec section d): per step one integer t ~ U{t_min..T_max} and the
+//! The CLEX train step (docs/CLEX.md §5): per step one integer t ~ U{t_min..T_max} and the
 //! sampled fractional positions spanning [0, t·P), shared by the batch and all layers; θ(t)
 //! from the ODE solve as one differentiable node; plain causal LM loss. Validation runs at
 //! inference semantics: integer positions and t = ceil(L/P).

@@ -18,22 +18,22 @@ use burn::train::{ExecutionStrategy, Learner, LearningComponentsTypes, MultiDevi
 use clex_core::{ClexAct, ClexParams};
 use clex_models::{CausalLm, ModelConfig, attach_fresh_clex, init_model, save_model};
 
-use crate::backend::{self, Inference, Training};
 use crate::batch::{BatchGroups, LmBatch, LmBatcher};
 use crate::checkpoint::{AtomicRecorder, latest_checkpoint, verify_checkpoint};
-use crate::corpus::{read_documents, split_documents};
 use crate::error::{TrainError, io};
-use crate::eval::load_for_eval;
 use crate::loader::StepLoader;
 use crate::metrics::LmMetric;
 use crate::monitor::StepMonitor;
 use crate::packing::pack;
 use crate::precision::Precision;
+use crate::preset::load_for_eval;
 use crate::preset::{Preset, RopeChoice, preset_config};
 use crate::renderer::PlainRenderer;
 use crate::schedule::WarmupCosine;
 use crate::step::{ClexLm, StepSettings};
 use crate::tokenizer::{boundary_id, encode, load_tokenizer, train_bpe};
+use clex_eval::corpus::{read_documents, split_documents};
+use clex_models::backend::{self, Inference, Training};
 
 /// Everything a run needs.
 #[derive(Debug, Clone)]
@@ -92,7 +92,7 @@ impl TrainOptions {
     pub fn tiny(run_dir: PathBuf) -> Self {
         TrainOptions {
             run_dir,
-            data: crate::corpus::bundled_corpus_path(),
+            data: clex_eval::corpus::bundled_corpus_path(),
             tokenizer: None,
             vocab_size: 2048,
             preset: Preset::Tiny,
@@ -196,7 +196,7 @@ pub fn train(opts: &TrainOptions) -> Result<TrainReport, TrainError> {
     };
     log(format!("tokenizer ready ({:.1} s)", t0.elapsed().as_secs_f64()));
     let bos = boundary_id(&tokenizer);
-    let enc = |docs: &[crate::corpus::Document]| -> Result<Vec<Vec<u32>>, TrainError> {
+    let enc = |docs: &[clex_eval::corpus::Document]| -> Result<Vec<Vec<u32>>, TrainError> {
         docs.iter().map(|d| encode(&tokenizer, &d.text)).collect()
     };
     let (train_tok, valid_tok) = (enc(&train_docs)?, enc(&valid_docs)?);
@@ -408,7 +408,7 @@ fn write_plot(run_dir: &Path, metrics: &Path, interval: usize, l: usize) -> Resu
         }
         valid.push((format!("validation loss at {len}"), points));
     }
-    let svg = crate::plot::loss_svg(&train, &valid, &format!("{} — loss per step", run_dir.display()));
+    let svg = clex_eval::plot::loss_svg(&train, &valid, &format!("{} — loss per step", run_dir.display()));
     clex_models::write_atomic(&run_dir.join("loss.svg"), svg.as_bytes())?;
     Ok(())
 }

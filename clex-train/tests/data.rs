@@ -2,7 +2,7 @@
 
 use std::io::Write;
 
-use clex_train::corpus::{Split, bundled_corpus_path, read_documents, split_documents, split_of};
+use clex_eval::corpus::{Split, bundled_corpus_path, read_documents, split_documents, split_of};
 use clex_train::packing::pack;
 use clex_train::tokenizer::{BOUNDARY, boundary_id, encode, train_bpe};
 

@@ -157,7 +157,7 @@ fn bf16_model_saves_and_reloads_bitwise() {
     };
     let m = load(DType::BF16);
     clex_models::save_model(&m, dir.path()).unwrap();
-    // The file holds bf16 weights (the CLEX layer stays f32, as the spec keeps it).
+    // The file holds bf16 weights (the CLEX layer stays f32, docs/CLEX.md §3.5).
     let bytes = std::fs::read(dir.path().join("model.safetensors")).unwrap();
     let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
     let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();

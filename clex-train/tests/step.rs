@@ -1,5 +1,5 @@
 //! The CLEX train step on the tiny CLEX-LLaMA fixture (P = 32, T_max = 8): the draw follows
-//! the spec, gradients reach U and D through the ODE node, and a few AdamW steps lower the
+//! docs/CLEX.md §5, gradients reach U and D through the ODE node, and a few AdamW steps lower the
 //! loss on a fixed batch.
 
 mod common;

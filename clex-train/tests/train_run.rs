@@ -14,7 +14,7 @@ use clex_train::trainer::{TrainOptions, TrainReport, train};
 
 /// A few KB of the bundled corpus as documents whose ids put some in validation.
 fn small_corpus(dir: &Path) -> PathBuf {
-    let docs = clex_train::corpus::read_documents(&clex_train::corpus::bundled_corpus_path()).unwrap();
+    let docs = clex_eval::corpus::read_documents(&clex_eval::corpus::bundled_corpus_path()).unwrap();
     let text = &docs[0].text[..60_000];
     let mut lines = String::new();
     // "kjv/ruth" hashes to validation, the others to train.

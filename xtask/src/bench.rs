@@ -94,8 +94,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     if cfg!(debug_assertions) {
         return hand_over_to_release();
     }
-    if clex_train::backend::name() != "flex (CPU)" {
-        bail!("the benchmark measures the CPU backend (flex); this xtask was built with {}", clex_train::backend::name());
+    if clex_models::backend::name() != "flex (CPU)" {
+        bail!("the benchmark measures the CPU backend (flex); this xtask was built with {}", clex_models::backend::name());
     }
     let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
     let plan = Plan {

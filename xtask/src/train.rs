@@ -145,7 +145,7 @@ pub(crate) fn rerun_if_other_backend(backend: Option<&str>) -> anyhow::Result<bo
     if !["flex", "wgpu", "tch"].contains(&b) {
         bail!("--backend {b}: accepted values: flex, wgpu, tch");
     }
-    if clex_train::backend::name().starts_with(b) {
+    if clex_models::backend::name().starts_with(b) {
         return Ok(false);
     }
     rerun_with(b)?;
@@ -185,7 +185,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     o.resume = args.resume;
     o.devices = args.devices;
     o.plain_progress = args.plain;
-    eprintln!("backend: {}; run directory: {}", clex_train::backend::name(), o.run_dir.display());
+    eprintln!("backend: {}; run directory: {}", clex_models::backend::name(), o.run_dir.display());
     let report = train(&o)?;
     println!(
         "\ntrained {} micro-batches in {:.0} s ({} train / {} validation tokens)",

@@ -57,7 +57,7 @@ impl ClexLayerConfig {
 
     /// A fresh layer: inv_freq = 1/B^(2i/d), U ~ U(±1/sqrt(H)) (torch's kaiming-uniform with
     /// a = sqrt(5) on a [K, H] tensor), D = 0, so the initial trajectory is exactly NTK
-    /// scaling with α = 2t − 1 (spec §3.4).
+    /// scaling with α = 2t − 1 (docs/CLEX.md §3.4).
     pub fn init<B: Backend>(&self, device: &B::Device) -> ClexLayer<B> {
         let k = self.dim / 2;
         let h = self.param_factor * self.dim;
@@ -77,7 +77,7 @@ impl ClexLayerConfig {
 
 impl ClexLayerConfig {
     /// A layer holding given weights (e.g. from a checkpoint). Shapes are checked and
-    /// reported with the HF tensor names. `inv_freq` is used as given (pitfall h.2).
+    /// reported with the HF tensor names. `inv_freq` is used as given (docs/CLEX.md §3.5).
     ///
     /// # Shapes
     /// - `inv_freq`: `[K]`, `up`: `[K, H]`, `down`: `[H, K]` with K = d/2, H = p·d
@@ -112,7 +112,7 @@ pub struct OdeProjection<B: Backend> {
 #[derive(Module, Debug)]
 pub struct ClexLayer<B: Backend> {
     /// θ(1), a frozen but saved buffer; the ODE starts at ln of it. Loaded as stored
-    /// (it may be bf16-rounded in released checkpoints, pitfall h.2).
+    /// (it may be bf16-rounded in released checkpoints, docs/CLEX.md §3.5).
     pub inv_freq: Param<Tensor<B, 1>>,
     /// The ODE network.
     pub proj_func: OdeProjection<B>,

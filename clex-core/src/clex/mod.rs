@@ -1,4 +1,4 @@
-//! CLEX: the continuous frequency trajectory θ(t) (spec sections a–e, h).
+//! CLEX: the continuous frequency trajectory θ(t) (docs/CLEX.md §3-§6).
 //!
 //! - [`ode`]: F(z, t), its time embedding and vector-Jacobian product (host, f32).
 //! - [`solver`]: the torchdiffeq-compatible 3/8-rule RK4 grid and its exact reverse mode.

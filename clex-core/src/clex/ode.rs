@@ -1,6 +1,6 @@
 //! The CLEX ODE right-hand side F(z, t) on the host, and its vector-Jacobian product.
 //!
-//! Spec sections (a)–(b): with u = z + ℓ(t),
+//! docs/CLEX.md §3: with u = z + ℓ(t),
 //!   F(z, t) = σ(u·U)·D + ℓ'(t),
 //!   ℓ_i(t)  = −(2i/d)·ln B_te − (2i/(d−2))·ln α,   ℓ'_i(t) = −4i / ((d−2)(2t−1)),   α = 2t − 1,
 //! with U = `ode_up_proj` [K, H], D = `ode_down_proj` [H, K] used as row-vector products and
@@ -11,7 +11,7 @@
 use super::kernels::{activate, outer_acc, scale_by_grad, transpose, vec_mat};
 use crate::config::ClexAct;
 
-/// Base of the NTK time embedding: always 10000 (spec §3.4, pitfall h.3).
+/// Base of the NTK time embedding: always 10000 (docs/CLEX.md §3.2).
 pub const TIME_EMBEDDING_BASE: f64 = 10000.0;
 
 /// F(z, t) for one set of ODE weights.

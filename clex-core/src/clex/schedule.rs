@@ -1,5 +1,5 @@
-//! Which t a forward uses (spec e.1), the optional query log-scaling (e.4), and the
-//! training-time position sampler (d).
+//! Which t a forward uses (docs/CLEX.md §6.1), the optional query log-scaling (§6.3), and
+//! the training-time position sampler (§5).
 
 use rand::{Rng, SeedableRng, seq::index};
 use rand_chacha::ChaCha8Rng;
@@ -45,7 +45,7 @@ pub struct TrainDraw {
     pub positions: Vec<f32>,
 }
 
-/// Seeded sampler of t and training positions (spec section d).
+/// Seeded sampler of t and training positions (docs/CLEX.md §5).
 ///
 /// Per forward: t ~ U{t_min..=T_max} (t_min = 1 as in HEAD; 2 reproduces the paper-era
 /// code), R = sorted random (L−2)-subset of 0..L·t−2, s = max(1, L div P),

@@ -1,4 +1,4 @@
-//! torchdiffeq-compatible fixed-grid RK4 ("3/8 rule", `method="rk4"`), spec section (c),
+//! torchdiffeq-compatible fixed-grid RK4 ("3/8 rule", `method="rk4"`), docs/CLEX.md §4,
 //! with exact reverse mode through the same steps.
 //!
 //! Grid: `n = ceil((τ_end − τ_0)/h + 1)` in f32, `grid[k] = k·h + τ_0` in f32 (not a running

@@ -1,6 +1,6 @@
 //! θ(t) on the host: the training solve over [1, t] and the inference table for t = 1..T_max
-//! from one solve (spec e.2), cached by the exact parameter values so any update to U, D
-//! or inv_freq invalidates it (the reference never does, pitfall h.9).
+//! from one solve (docs/CLEX.md §4.3), cached by the exact parameter values so any update to U, D
+//! or inv_freq invalidates it (the reference never does, docs/CLEX.md §9).
 
 use std::sync::{Arc, Mutex};
 

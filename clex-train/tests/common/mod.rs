@@ -31,7 +31,7 @@ pub fn model(settings: StepSettings) -> ClexLm<AD> {
 
 /// `n` windows of `len + 1` byte tokens from the bundled corpus.
 pub fn windows(n: usize, len: usize) -> Vec<Vec<u32>> {
-    let docs = clex_train::corpus::read_documents(&clex_train::corpus::bundled_corpus_path()).unwrap();
+    let docs = clex_eval::corpus::read_documents(&clex_eval::corpus::bundled_corpus_path()).unwrap();
     let bytes = docs[0].text.as_bytes();
     (0..n).map(|i| bytes[i * len..(i + 1) * len + 1].iter().map(|&b| b as u32).collect()).collect()
 }

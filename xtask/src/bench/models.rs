@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use burn::module::Module;
 use clex_core::{ClexAct, ClexParams};
+use clex_models::backend::{self, Inference};
 use clex_models::{ModelConfig, attach_fresh_clex, init_model, save_model};
-use clex_train::backend::{self, Inference};
 use serde_json::{Value, json};
 
 /// CLEX's T_max in every bench model (the training target is stated at 16).

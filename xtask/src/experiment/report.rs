@@ -5,8 +5,8 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use clex_train::eval::{EvalSet, Tally};
-use clex_train::plot::{Series, line_chart};
+use clex_eval::eval::{EvalSet, Tally};
+use clex_eval::plot::{Series, line_chart};
 use clex_train::preset::RopeChoice;
 use serde_json::{Value, json};
 
@@ -439,7 +439,7 @@ impl Report<'_> {
             out,
             "- **Machine**: {nproc} CPU cores ({cpu}), backend {}. Wall time: training {} (the stages below, each as \
              measured by the run that trained it) + evaluation {} = {}; this invocation took {}.\n",
-            clex_train::backend::name(),
+            clex_models::backend::name(),
             minutes(train_s),
             minutes(eval_s),
             minutes(train_s + eval_s),
@@ -514,7 +514,7 @@ impl Report<'_> {
             md.push_str("## What CLEX learned\n\n");
             md.push_str(&table);
             md.push_str(
-                "\nAt L = P the training positions for t > 1 are L sorted random points of [0, t·P) (docs/CLEX.md §d), so \
+                "\nAt L = P the training positions for t > 1 are L sorted random points of [0, t·P) (docs/CLEX.md §5.2), so \
                  neighbouring tokens are on average t positions apart and never 1 apart; a frequency whose phase over such \
                  gaps is noise is pushed down by the loss. Inference at N = t·P uses dense integer positions with the same \
                  θ(t).\n\n",
@@ -580,7 +580,7 @@ impl Report<'_> {
             },
             "machine": {
                 "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-                "backend": clex_train::backend::name(),
+                "backend": clex_models::backend::name(),
             },
             "wall_s": self.wall_s,
             "stages": self.stages.iter().map(|(st, rope)| json!({

@@ -148,7 +148,7 @@ mod tests {
 
     /// 4 tiny micro-batches on a few KB of the bundled corpus, checkpoints every 2.
     fn tiny(run_dir: PathBuf, dir: &Path) -> TrainOptions {
-        let docs = clex_train::corpus::read_documents(&clex_train::corpus::bundled_corpus_path()).unwrap();
+        let docs = clex_eval::corpus::read_documents(&clex_eval::corpus::bundled_corpus_path()).unwrap();
         let mut lines = String::new();
         // "kjv/ruth" hashes to validation, the others to train.
         for (i, id) in ["kjv/genesis", "kjv/exodus", "kjv/ruth", "kjv/numbers"].iter().enumerate() {

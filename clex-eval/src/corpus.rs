@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::error::{TrainError, io};
+use crate::error::{EvalError, io};
 
 /// Which side of the split a document is on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,7 +55,7 @@ struct JsonDoc {
     text: Option<String>,
 }
 
-fn read_text(path: &Path) -> Result<String, TrainError> {
+fn read_text(path: &Path) -> Result<String, EvalError> {
     let file = std::fs::File::open(path).map_err(io(path))?;
     let mut s = String::new();
     if path.extension().is_some_and(|e| e == "gz") {
@@ -74,7 +74,7 @@ fn is_jsonl(path: &Path) -> bool {
 /// Reads documents from a `.jsonl`/`.jsonl.gz` file (one object per line with a `text`
 /// field and optionally an `id`), a text file (one document), or a directory (every such
 /// file below it, in sorted order).
-pub fn read_documents(path: &Path) -> Result<Vec<Document>, TrainError> {
+pub fn read_documents(path: &Path) -> Result<Vec<Document>, EvalError> {
     if path.is_dir() {
         let mut entries: Vec<PathBuf> = walk(path)?;
         entries.sort();
@@ -94,16 +94,16 @@ pub fn read_documents(path: &Path) -> Result<Vec<Document>, TrainError> {
             continue;
         }
         let d: JsonDoc =
-            serde_json::from_str(line).map_err(|e| TrainError::Data { path: path.into(), line: i + 1, message: e.to_string() })?;
+            serde_json::from_str(line).map_err(|e| EvalError::Data { path: path.into(), line: i + 1, message: e.to_string() })?;
         let text =
-            d.text.ok_or_else(|| TrainError::Data { path: path.into(), line: i + 1, message: "missing string field `text`".into() })?;
+            d.text.ok_or_else(|| EvalError::Data { path: path.into(), line: i + 1, message: "missing string field `text`".into() })?;
         let id = d.id.unwrap_or_else(|| format!("{}#{}", path.display(), i + 1));
         docs.push(Document { id, text });
     }
     Ok(docs)
 }
 
-fn walk(dir: &Path) -> Result<Vec<PathBuf>, TrainError> {
+fn walk(dir: &Path) -> Result<Vec<PathBuf>, EvalError> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(io(dir))? {
         let p = entry.map_err(io(dir))?.path();

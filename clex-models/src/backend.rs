@@ -1,5 +1,6 @@
 //! The concrete backend, chosen by cargo feature. This is the only module in the workspace
-//! that decides it: everything else is generic over `B: Backend`.
+//! that decides it: everything else is generic over `B: Backend`, and asks the capability
+//! constants below instead of matching a backend's name.
 //!
 //! | feature | backend | device |
 //! |---|---|---|
@@ -55,7 +56,7 @@ pub fn device(index: Option<usize>) -> Device<Inference> {
 /// `n` devices for data-parallel training: GPUs 0..n, or on the CPU `n` handles of the one
 /// CPU device (burn-train then runs `n` workers side by side, which is how multi-device
 /// training is exercised on a machine without GPUs).
-pub fn devices(n: usize) -> Result<Vec<Device<Inference>>, crate::TrainError> {
+pub fn devices(n: usize) -> Result<Vec<Device<Inference>>, crate::ModelError> {
     if n <= 1 {
         return Ok(vec![device(None)]);
     }
@@ -67,7 +68,7 @@ pub fn devices(n: usize) -> Result<Vec<Device<Inference>>, crate::TrainError> {
             return Ok(vec![burn_tch::LibTorchDevice::Cpu; n]);
         }
         if n > available {
-            return Err(crate::TrainError::Devices(format!("{n} requested, libtorch sees {available} CUDA devices")));
+            return Err(crate::ModelError::Devices(format!("{n} requested, libtorch sees {available} CUDA devices")));
         }
         Ok((0..n).map(burn_tch::LibTorchDevice::Cuda).collect())
     }
@@ -80,6 +81,11 @@ pub fn devices(n: usize) -> Result<Vec<Device<Inference>>, crate::TrainError> {
         Ok(vec![device(None); n])
     }
 }
+
+/// Whether the compiled-in backend keeps tensors in host memory, so that the memory the OS
+/// reports as available bounds what a forward may allocate (GPU memory is the backend's
+/// business).
+pub const HOST_MEMORY: bool = !cfg!(any(feature = "tch", feature = "wgpu"));
 
 /// Human-readable name of the compiled-in backend.
 pub fn name() -> &'static str {

@@ -5,13 +5,10 @@
 //! [`EvalSet`] fixes the text: regions of long documents, cut into windows of any length
 //! that divides the region, so every length and every model sees the same tokens.
 
-use std::path::Path;
+use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
+use clex_models::CausalLm;
 
-use burn::tensor::{DType, Int, Tensor, TensorData, backend::Backend};
-use clex_models::{CausalLm, ModelConfig, load_model, load_with_config};
-
-use crate::error::TrainError;
-use crate::preset::RopeChoice;
+use crate::error::EvalError;
 
 /// Sum of NLL, number of scored tokens, number correct.
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
@@ -44,7 +41,7 @@ impl Tally {
             let target = ids[i + 1] as usize;
             self.nll += token_nll(row, target);
             self.count += 1;
-            self.correct += (clex_models::generate::argmax(row) as usize == target) as usize;
+            self.correct += (clex_models::sampling::argmax(row) as usize == target) as usize;
         }
     }
 
@@ -83,7 +80,7 @@ pub struct EvalSet {
 }
 
 impl EvalSet {
-    /// Each document becomes `BOS + ids` (as [`crate::packing::pack`] starts documents);
+    /// Each document becomes `BOS + ids` (as clex-train's packing starts documents);
     /// those with at least `region_len` tokens are cut into non-overlapping regions (the
     /// rest dropped), and up to `max_regions` are taken round-robin over the documents (the
     /// first region of each, then the second, ...), so every long document contributes.
@@ -123,7 +120,7 @@ impl EvalSet {
 /// Scores windows (all of one length) with batched forwards of at most `max_batch_tokens`
 /// tokens (at least one window per forward); every token but each window's first is a
 /// target, predicted from the window's preceding tokens only.
-pub fn score_windows<B: Backend>(model: &CausalLm<B>, windows: &[&[u32]], max_batch_tokens: usize) -> Result<Tally, TrainError> {
+pub fn score_windows<B: Backend>(model: &CausalLm<B>, windows: &[&[u32]], max_batch_tokens: usize) -> Result<Tally, EvalError> {
     Ok(score_windows_by_position(model, windows, max_batch_tokens, &[0])?.remove(0))
 }
 
@@ -135,19 +132,19 @@ pub fn score_windows_by_position<B: Backend>(
     windows: &[&[u32]],
     max_batch_tokens: usize,
     starts: &[usize],
-) -> Result<Vec<Tally>, TrainError> {
+) -> Result<Vec<Tally>, EvalError> {
     if starts.first() != Some(&0) || starts.windows(2).any(|w| w[0] >= w[1]) {
-        return Err(TrainError::NotEnoughData(format!("position buckets must start at 0 and increase: {starts:?}")));
+        return Err(EvalError::Invalid(format!("position buckets must start at 0 and increase: {starts:?}")));
     }
     let mut tallies = vec![Tally::default(); starts.len()];
     let Some(first) = windows.first() else { return Ok(tallies) };
     let len = first.len();
     if len < 2 || windows.iter().any(|w| w.len() != len) {
-        return Err(TrainError::NotEnoughData(format!("evaluation windows must share one length of at least 2 tokens (first has {len})")));
+        return Err(EvalError::Invalid(format!("evaluation windows must share one length of at least 2 tokens (first has {len})")));
     }
     let vocab = model.config().vocab_size;
     if let Some(bad) = windows.iter().flat_map(|w| w.iter()).find(|&&t| t as usize >= vocab) {
-        return Err(TrainError::NotEnoughData(format!("token id {bad} is outside the model's vocabulary of {vocab}")));
+        return Err(EvalError::Invalid(format!("token id {bad} is outside the model's vocabulary of {vocab}")));
     }
     let device = model.embed.weight.val().device();
     for batch in windows.chunks((max_batch_tokens / len).max(1)) {
@@ -163,28 +160,25 @@ pub fn score_windows_by_position<B: Backend>(
     Ok(tallies)
 }
 
-/// Loads an HF model directory in f32, optionally with its `rope_scaling` replaced by
-/// `rope`'s: dynamic NTK at inference on a model trained with plain RoPE, or the starting
-/// point of a baseline run continued from a checkpoint (`trainer`).
-pub fn load_for_eval<B: Backend>(dir: &Path, rope: Option<&RopeChoice>, device: &B::Device) -> Result<CausalLm<B>, TrainError> {
-    let Some(rope) = rope else { return Ok(load_model::<B>(dir, device, DType::F32)?) };
-    let path = dir.join("config.json");
-    let mut raw = ModelConfig::from_file(&path)?.raw;
-    raw["rope_scaling"] = rope.rope_scaling();
-    let cfg = ModelConfig::from_json(raw, &path)?;
-    Ok(load_with_config::<B>(cfg, dir, device, DType::F32)?)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::preset::{Preset, preset_config};
     use burn::backend::Flex;
-    use clex_models::init_model;
+    use clex_models::{ModelConfig, init_model};
+    use serde_json::{Value, json};
 
-    fn model(rope: RopeChoice) -> CausalLm<Flex> {
-        let raw = preset_config(Preset::Tiny, 64, &rope, 10000.0, Some(0));
-        init_model(ModelConfig::from_json(raw, Path::new("<test>")).unwrap(), &Default::default(), 3)
+    /// clex-train's tiny preset (4 layers, width 128, P = 128) over a 64-token vocabulary,
+    /// with plain RoPE or CLEX with T_max = `clex_max_factor`.
+    fn model(clex_max_factor: Option<usize>) -> CausalLm<Flex> {
+        let scaling = match clex_max_factor {
+            None => Value::Null,
+            Some(t) => json!({"type": "clex", "max_factor": t, "param_factor": 1, "act": "tanh", "time_dt": 0.01, "factor": 1}),
+        };
+        let raw = json!({"model_type": "llama", "vocab_size": 64, "hidden_size": 128, "intermediate_size": 352,
+            "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 128,
+            "rms_norm_eps": 1e-6, "rope_theta": 10000.0, "rope_scaling": scaling, "hidden_act": "silu",
+            "tie_word_embeddings": false, "bos_token_id": 0, "eos_token_id": 0});
+        init_model(ModelConfig::from_json(raw, std::path::Path::new("<test>")).unwrap(), &Default::default(), 3)
     }
 
     fn ids(n: usize, salt: u32) -> Vec<u32> {
@@ -210,8 +204,8 @@ mod tests {
     /// A model whose predictions are far from uniform (mean NLL ~9.3 nats against ln 64 =
     /// 4.2 for a uniform one): the random head scaled 15x, so a wrong target, row or window
     /// moves the NLL by whole nats.
-    fn confident(rope: RopeChoice) -> CausalLm<Flex> {
-        let mut m = model(rope);
+    fn confident(clex_max_factor: Option<usize>) -> CausalLm<Flex> {
+        let mut m = model(clex_max_factor);
         let head = m.lm_head.take().expect("an untied head");
         m.lm_head =
             Some(burn::nn::Linear { weight: burn::module::Param::from_tensor(head.weight.val().mul_scalar(15.0)), bias: head.bias });
@@ -237,8 +231,8 @@ mod tests {
 
     #[test]
     fn batched_scores_equal_a_direct_log_softmax_per_window() {
-        for rope in [RopeChoice::None, RopeChoice::Clex { max_factor: 4 }] {
-            let m = confident(rope);
+        for clex_max_factor in [None, Some(4)] {
+            let m = confident(clex_max_factor);
             // 3 windows of 2P = 256 tokens: CLEX runs at t = 2.
             let data: Vec<Vec<u32>> = (0..3).map(|s| ids(256, s)).collect();
             let windows: Vec<&[u32]> = data.iter().map(Vec::as_slice).collect();
@@ -278,7 +272,7 @@ mod tests {
 
     #[test]
     fn position_buckets_partition_the_window_score() {
-        let m = model(RopeChoice::None);
+        let m = model(None);
         let data: Vec<Vec<u32>> = (0..2).map(|s| ids(100, s)).collect();
         let windows: Vec<&[u32]> = data.iter().map(Vec::as_slice).collect();
         let whole = score_windows(&m, &windows, 1024).unwrap();
@@ -304,22 +298,11 @@ mod tests {
 
     #[test]
     fn mistakes_are_errors() {
-        let m = model(RopeChoice::None);
+        let m = model(None);
         let (a, b) = (ids(8, 0), ids(9, 0));
         assert!(score_windows(&m, &[&a, &b], 64).is_err());
         assert!(score_windows(&m, &[&[1u32][..]], 64).is_err());
         assert!(score_windows(&m, &[&[1u32, 64][..]], 64).is_err());
         assert_eq!(score_windows(&m, &[], 64).unwrap(), Tally::default());
-    }
-
-    #[test]
-    fn load_for_eval_rewrites_only_the_scaling() {
-        let dir = tempfile::tempdir().unwrap();
-        clex_models::save_model(&model(RopeChoice::None), dir.path()).unwrap();
-        let m = load_for_eval::<Flex>(dir.path(), Some(&RopeChoice::Dynamic(2.0)), &Default::default()).unwrap();
-        assert!(matches!(m.rope().scaling, clex_core::RopeScaling::Dynamic { .. }), "{:?}", m.rope().scaling);
-        assert_eq!(m.config().num_layers, 4);
-        let plain = load_for_eval::<Flex>(dir.path(), None, &Default::default()).unwrap();
-        assert!(matches!(plain.rope().scaling, clex_core::RopeScaling::Default), "{:?}", plain.rope().scaling);
     }
 }

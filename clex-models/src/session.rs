@@ -1,0 +1,251 @@
+//! [`Session`]: decoding from a [`CausalLm`] through its KV cache. Every caller (generation,
+//! scoring, kv-chunk evaluation, passkey retrieval, benchmarks) runs the model through this,
+//! so the decode loop, the token tensors and the read-back of logits exist once.
+
+use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
+use clex_core::RopeScaling;
+use clex_core::clex::ScalingFactor;
+
+use crate::cache::{CachePolicy, KvCache};
+use crate::error::ModelError;
+use crate::model::{CausalLm, ForwardOptions};
+use crate::sampling::{Sampler, SamplingParams};
+
+/// A model and the KV cache of one sequence.
+#[derive(Debug)]
+pub struct Session<'m, B: Backend> {
+    model: &'m CausalLm<B>,
+    cache: KvCache<B>,
+    tokens: Vec<u32>,
+    scaling_factor: Option<ScalingFactor>,
+}
+
+/// Token ids as a `[1, n]` tensor.
+pub fn token_tensor<B: Backend>(ids: &[u32], device: &B::Device) -> Tensor<B, 2, Int> {
+    Tensor::from_data(TensorData::new(ids.iter().map(|&t| t as i64).collect::<Vec<_>>(), [1, ids.len()]), device)
+}
+
+/// `[1, seq, vocab]` logits on the host, row-major.
+fn host_rows<B: Backend>(logits: Tensor<B, 3>) -> Result<Vec<f32>, ModelError> {
+    logits.into_data().convert::<f32>().to_vec::<f32>().map_err(|e| ModelError::Invalid(format!("reading logits back: {e:?}")))
+}
+
+impl<'m, B: Backend> Session<'m, B> {
+    /// An empty session on `model` whose cache follows `policy`.
+    pub fn new(model: &'m CausalLm<B>, policy: CachePolicy) -> Self {
+        Session { model, cache: model.new_cache(policy), tokens: Vec::new(), scaling_factor: None }
+    }
+
+    /// The model.
+    pub fn model(&self) -> &'m CausalLm<B> {
+        self.model
+    }
+
+    /// Every token the session has seen, in order.
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens
+    }
+
+    /// The KV cache (its length, stats and memory).
+    pub fn cache(&self) -> &KvCache<B> {
+        &self.cache
+    }
+
+    /// CLEX: the scaling factor of the last forward.
+    pub fn scaling_factor(&self) -> Option<ScalingFactor> {
+        self.scaling_factor
+    }
+
+    /// Whether the last forward ran beyond P·T_max (CLEX; θ(T_max) is then extrapolated).
+    pub fn beyond_max(&self) -> bool {
+        self.scaling_factor.is_some_and(|sf| sf.beyond_max)
+    }
+
+    /// Forgets every token (the cache is emptied, its stats kept at zero).
+    pub fn reset(&mut self) {
+        self.cache = self.model.new_cache(self.cache.policy());
+        self.tokens.clear();
+        self.scaling_factor = None;
+    }
+
+    /// Appends `ids` and returns the logits of every new row, `[ids.len() * vocab]`: row i
+    /// predicts the token after `ids[i]`.
+    pub fn logits(&mut self, ids: &[u32]) -> Result<Vec<f32>, ModelError> {
+        let vocab = self.model.config().vocab_size;
+        if let Some(&bad) = ids.iter().find(|&&t| t as usize >= vocab) {
+            return Err(ModelError::Invalid(format!("token id {bad} is outside the model's vocabulary of {vocab}")));
+        }
+        let device = self.model.embed.weight.val().device();
+        let out = self.model.forward_with(token_tensor(ids, &device), Some(&mut self.cache), &ForwardOptions::default())?;
+        self.tokens.extend_from_slice(ids);
+        self.scaling_factor = out.scaling_factor;
+        host_rows(out.logits)
+    }
+
+    /// Appends `ids` and returns the logits of the last row, `[vocab]`: the distribution of
+    /// the next token.
+    pub fn prefill(&mut self, ids: &[u32]) -> Result<Vec<f32>, ModelError> {
+        let vocab = self.model.config().vocab_size;
+        let last = ids.len().checked_sub(1).ok_or_else(|| ModelError::Invalid("prefill needs at least one token".into()))?;
+        let device = self.model.embed.weight.val().device();
+        for &t in ids {
+            if t as usize >= vocab {
+                return Err(ModelError::Invalid(format!("token id {t} is outside the model's vocabulary of {vocab}")));
+            }
+        }
+        let out = self.model.forward_with(token_tensor(ids, &device), Some(&mut self.cache), &ForwardOptions::default())?;
+        self.tokens.extend_from_slice(ids);
+        self.scaling_factor = out.scaling_factor;
+        // Only the last row crosses to the host.
+        host_rows(out.logits.narrow(1, last, 1))
+    }
+
+    /// Appends one token and returns the next token's logits, `[vocab]`.
+    pub fn step(&mut self, id: u32) -> Result<Vec<f32>, ModelError> {
+        self.prefill(&[id])
+    }
+
+    /// The longest sequence generation runs to by default: P·T_max for CLEX (beyond it θ is
+    /// extrapolated), else no limit.
+    pub fn default_max_seq_len(&self) -> Option<usize> {
+        let rope = &self.model.config().rope;
+        match &rope.scaling {
+            RopeScaling::Clex(p) => Some(p.max_factor * rope.max_position_embeddings),
+            _ => None,
+        }
+    }
+
+    /// Prefills `prompt` and returns the continuation as an iterator of tokens: each `next`
+    /// samples one token (running the forward of the previous one first), until
+    /// `max_new_tokens`, `max_seq_len` or a stop token. [`Generation::stop`] says which.
+    pub fn generate<'s>(&'s mut self, prompt: &[u32], options: GenerateOptions) -> Result<Generation<'s, 'm, B>, ModelError> {
+        let max_seq_len = options.max_seq_len.or_else(|| self.default_max_seq_len());
+        if let Some(m) = max_seq_len
+            && self.tokens.len() + prompt.len() >= m
+        {
+            return Err(ModelError::Invalid(format!(
+                "the prompt has {} tokens; the maximum sequence length is {m}",
+                self.tokens.len() + prompt.len()
+            )));
+        }
+        let logits = self.prefill(prompt)?;
+        Ok(Generation {
+            session: self,
+            sampler: Sampler::new(options.sampling),
+            pending: Some(logits),
+            last: None,
+            remaining: options.max_new_tokens,
+            max_seq_len,
+            stop_tokens: options.stop_tokens,
+            stop: None,
+        })
+    }
+}
+
+/// What [`Session::generate`] runs under.
+#[derive(Debug, Clone, Default)]
+pub struct GenerateOptions {
+    /// How tokens are drawn.
+    pub sampling: SamplingParams,
+    /// Most tokens to generate.
+    pub max_new_tokens: usize,
+    /// Most tokens in the whole sequence (prompt included); `None`: the model's default
+    /// ([`Session::default_max_seq_len`]).
+    pub max_seq_len: Option<usize>,
+    /// Tokens that end generation (not yielded), usually the model's EOS ids.
+    pub stop_tokens: Vec<u32>,
+}
+
+/// Why generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// A stop token was sampled.
+    StopToken(u32),
+    /// `max_new_tokens` were generated.
+    MaxNewTokens,
+    /// The sequence reached `max_seq_len`.
+    MaxSeqLen,
+}
+
+/// The tokens of one generation; see [`Session::generate`].
+#[derive(Debug)]
+pub struct Generation<'s, 'm, B: Backend> {
+    session: &'s mut Session<'m, B>,
+    sampler: Sampler,
+    /// Logits for the next draw, when already computed (after the prompt).
+    pending: Option<Vec<f32>>,
+    /// The last token drawn, not yet run through the model.
+    last: Option<u32>,
+    remaining: usize,
+    max_seq_len: Option<usize>,
+    stop_tokens: Vec<u32>,
+    stop: Option<StopReason>,
+}
+
+impl<B: Backend> Generation<'_, '_, B> {
+    /// Why generation ended (`None` while it runs).
+    pub fn stop(&self) -> Option<StopReason> {
+        self.stop
+    }
+
+    /// The session. Its tokens include every generated token but the last one drawn, which
+    /// runs through the model on the next draw or in [`Generation::finish`].
+    pub fn session(&self) -> &Session<'_, B> {
+        self.session
+    }
+
+    /// Runs the last drawn token through the model, so that the session holds the whole
+    /// sequence and can go on (another turn); returns why generation stopped.
+    pub fn finish(mut self) -> Result<Option<StopReason>, ModelError> {
+        if let Some(t) = self.last.take() {
+            self.session.step(t)?;
+        }
+        Ok(self.stop)
+    }
+
+    fn draw(&mut self) -> Result<Option<u32>, ModelError> {
+        if self.stop.is_some() {
+            return Ok(None);
+        }
+        // The history the sampler penalises includes the last drawn token.
+        let len = self.session.tokens.len() + self.last.is_some() as usize;
+        let stop = if self.remaining == 0 {
+            Some(StopReason::MaxNewTokens)
+        } else if self.max_seq_len.is_some_and(|m| len >= m) {
+            Some(StopReason::MaxSeqLen)
+        } else {
+            None
+        };
+        if stop.is_some() {
+            self.stop = stop;
+            return Ok(None);
+        }
+        let logits = match (self.pending.take(), self.last.take()) {
+            (Some(l), _) => l,
+            (None, Some(t)) => self.session.step(t)?,
+            (None, None) => unreachable!("a generation holds logits or a token to run"),
+        };
+        let next = self.sampler.sample(&logits, &self.session.tokens);
+        if self.stop_tokens.contains(&next) {
+            self.stop = Some(StopReason::StopToken(next));
+            return Ok(None);
+        }
+        self.remaining -= 1;
+        self.last = Some(next);
+        Ok(Some(next))
+    }
+}
+
+impl<B: Backend> Iterator for Generation<'_, '_, B> {
+    type Item = Result<u32, ModelError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self.draw() {
+            Ok(t) => t.map(Ok),
+            Err(e) => {
+                self.stop = Some(StopReason::MaxNewTokens);
+                Some(Err(e))
+            }
+        }
+    }
+}
