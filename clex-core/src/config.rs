@@ -46,6 +46,14 @@ pub struct ClexParams {
     pub time_dt: f64,
 }
 
+impl ClexParams {
+    /// A fresh CLEX layer's settings, as the released checkpoints were trained with:
+    /// p = 1, tanh, h = 0.01, and T_max = `max_factor`.
+    pub fn fresh(max_factor: usize) -> Self {
+        ClexParams { max_factor, param_factor: 1, act: ClexAct::Tanh, time_dt: 0.01 }
+    }
+}
+
 /// YaRN settings, as transformers reads them.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct YarnParams {
