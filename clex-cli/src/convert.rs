@@ -32,7 +32,7 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<()> {
         bail!("{}: already holds a model (config.json); pass --force to replace it", args.out.display());
     }
     let start = Instant::now();
-    let done = clex_models::gguf::convert::<Inference>(&args.gguf, &args.out, &backend::device(args.device))?;
+    let done = clex_models::convert_gguf::<Inference>(&args.gguf, &args.out, &backend::device(args.device))?;
     let mut files = vec!["config.json", "model.safetensors", "generation_config.json"];
     match &done.tokenizer_skipped {
         None => files.extend(["tokenizer.json", "tokenizer_config.json"]),

@@ -6,10 +6,10 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use clex_models::backend;
-use clex_models::{GenerateOptions, SamplingParams, Session};
+use clex_models::backend::{self, Inference};
+use clex_models::{GenerateOptions, ModelSource, SamplingParams, Session};
 
-use crate::common::{ModelSpec, RopeOverride, default_bos, model_tokenizer, parse_cache_policy, parse_dtype};
+use crate::args::{CachePolicyFlag, Dtype, RopeOverride};
 
 /// Arguments of `clex generate`.
 #[derive(clap::Args, Debug)]
@@ -47,18 +47,18 @@ pub struct GenerateArgs {
     /// Stop after this many tokens in total (default: P·T_max for CLEX, else no limit).
     #[arg(long)]
     max_seq_len: Option<usize>,
-    /// Compute dtype: f32 | f16 | bf16.
-    #[arg(long, default_value = "f32")]
-    dtype: String,
+    /// Compute dtype.
+    #[arg(long, value_enum, default_value_t = Dtype::F32)]
+    dtype: Dtype,
     /// GPU index for GPU backends.
     #[arg(long)]
     device: Option<usize>,
     /// Sampling seed.
     #[arg(long, default_value_t = 299792458)]
     seed: u64,
-    /// KV cache policy: reference | recompute.
-    #[arg(long, default_value = "reference")]
-    cache_policy: String,
+    /// KV cache policy.
+    #[arg(long, value_enum, default_value_t = CachePolicyFlag::Reference)]
+    cache_policy: CachePolicyFlag,
     /// Start the prompt with the model's BOS token (default: a GGUF's
     /// tokenizer.ggml.add_bos_token, a directory's tokenizer_config.json add_bos_token, else true).
     #[arg(long, action = clap::ArgAction::Set)]
@@ -68,15 +68,14 @@ pub struct GenerateArgs {
 }
 
 pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
-    let dtype = parse_dtype(&args.dtype)?;
-    let policy = parse_cache_policy(&args.cache_policy)?;
-    let spec = ModelSpec::read(&args.model, &args.rope)?;
-    let (tokenizer, tok_label) = model_tokenizer(&args.model, args.tokenizer.as_deref())?;
-    if tokenizer.get_vocab_size(true) > spec.config.vocab_size {
+    let source = ModelSource::open(&args.model)?;
+    let run_config = args.rope.config(&source)?;
+    let (tokenizer, tok_label) = crate::args::tokenizer(args.tokenizer.as_deref(), &source)?;
+    if tokenizer.get_vocab_size(true) > run_config.vocab_size {
         bail!(
             "{tok_label}: tokenizer has {} entries but the model's vocab_size is {}",
             tokenizer.get_vocab_size(true),
-            spec.config.vocab_size
+            run_config.vocab_size
         );
     }
     let prompt = match &args.prompt_file {
@@ -84,9 +83,9 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         None => args.prompt.clone(),
     };
     let device = backend::device(args.device);
-    let model = spec.load(&device, dtype)?;
+    let model = source.load_with::<Inference>(run_config, &device, args.dtype.into())?;
     let config = model.config();
-    let bos = if args.bos.map_or_else(|| default_bos(&args.model), Ok)? { config.bos_token_id } else { None };
+    let bos = if args.bos.map_or_else(|| source.add_bos(), Ok)? { config.bos_token_id } else { None };
     let ids: Vec<u32> =
         tokenizer.encode(prompt.as_str(), true).map_err(|e| anyhow::anyhow!("tokenizing the prompt: {e}"))?.get_ids().to_vec();
     let ids: Vec<u32> = match bos {
@@ -107,7 +106,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         max_seq_len: args.max_seq_len,
         stop_tokens: config.eos_token_ids.clone(),
     };
-    let mut session = Session::new(&model, policy);
+    let mut session = Session::new(&model, args.cache_policy.into());
     print!("{prompt}");
     std::io::stdout().flush().ok();
     let t_prompt = Instant::now();

@@ -1,6 +1,6 @@
 //! `clex`: the command line of clex-rs. Subcommands live one per file.
 
-mod common;
+mod args;
 mod convert;
 mod generate;
 mod inspect;

@@ -1,17 +1,52 @@
 //! `clex perplexity`: perplexity and next-token accuracy across evaluation lengths, under
 //! the CLEX paper's protocol (non-overlapping windows, one forward each), the official
-//! evaluation's KV-cache chunks, or a sliding window.
+//! evaluation's KV-cache chunks, or a sliding window. The evaluation itself is
+//! [`clex_eval::eval::evaluate`]; this file reads the flags, builds the token stream and
+//! prints.
 
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clex_eval::corpus::{Split, read_documents};
+use clex_eval::eval::{Limits, Protocol, evaluate};
+use clex_eval::plot::{Series, perplexity_svg};
+use clex_models::ModelSource;
 use clex_models::backend::{self, Inference};
-use clex_models::{CachePolicy, CausalLm, ForwardOptions};
 
-use clex_eval::eval::Tally;
+use crate::args::{Dtype, RopeOverride};
 
-use crate::common::{ModelSpec, RopeOverride, default_bos, ids_tensor, model_tokenizer, parse_dtype, require_model};
+/// `--protocol`: how windows are fed and scored (see [`Protocol`]).
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProtocolFlag {
+    /// Non-overlapping windows, one forward each (the CLEX paper's protocol).
+    Chunks,
+    /// Non-overlapping windows fed --chunk tokens at a time through the KV cache (the
+    /// official evaluation).
+    KvChunks,
+    /// A window every --stride tokens, each token scored once.
+    Sliding,
+}
+
+/// `--split`: which documents of the corpus's fixed sha256 split.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SplitFlag {
+    /// Every document.
+    All,
+    /// Training documents only.
+    Train,
+    /// Held-out documents only.
+    Validation,
+}
+
+impl SplitFlag {
+    fn split(self) -> Option<Split> {
+        match self {
+            SplitFlag::All => None,
+            SplitFlag::Train => Some(Split::Train),
+            SplitFlag::Validation => Some(Split::Validation),
+        }
+    }
+}
 
 /// Arguments of `clex perplexity`.
 #[derive(clap::Args, Debug)]
@@ -29,18 +64,18 @@ pub struct PerplexityArgs {
     /// Text files, .jsonl(.gz) with a `text` field, or directories (repeatable).
     #[arg(long, required = true)]
     data: Vec<PathBuf>,
-    /// Documents to use: all | train | validation (the corpus's fixed sha256 split).
-    #[arg(long, default_value = "all")]
-    split: String,
+    /// Documents to use (the corpus's fixed sha256 split).
+    #[arg(long, value_enum, default_value_t = SplitFlag::All)]
+    split: SplitFlag,
     /// Evaluation lengths, comma-separated.
     #[arg(long, conflicts_with = "up_to_factor")]
     lengths: Option<String>,
     /// Lengths P, 2P, 4P, ... up to this multiple of max_position_embeddings.
     #[arg(long)]
     up_to_factor: Option<usize>,
-    /// chunks | kv-chunks | sliding.
-    #[arg(long, default_value = "chunks")]
-    protocol: String,
+    /// How windows are fed and scored.
+    #[arg(long, value_enum, default_value_t = ProtocolFlag::Chunks)]
+    protocol: ProtocolFlag,
     /// Chunk size of the kv-chunks protocol (default: P).
     #[arg(long)]
     chunk: Option<usize>,
@@ -50,14 +85,18 @@ pub struct PerplexityArgs {
     /// Tokens evaluated per length at most.
     #[arg(long, default_value_t = 32768)]
     max_tokens: usize,
+    /// Tokens per forward at most under the chunks protocol (at least one window; several
+    /// windows of a short length share a forward).
+    #[arg(long, default_value_t = BATCH_TOKENS)]
+    batch_tokens: usize,
     /// Start every document with the model's BOS token (the reference's packing; default: a
     /// GGUF's tokenizer.ggml.add_bos_token, a directory's tokenizer_config.json add_bos_token,
     /// else true).
     #[arg(long, action = clap::ArgAction::Set)]
     bos: Option<bool>,
-    /// Compute dtype: f32 | f16 | bf16.
-    #[arg(long, default_value = "f32")]
-    dtype: String,
+    /// Compute dtype.
+    #[arg(long, value_enum, default_value_t = Dtype::F32)]
+    dtype: Dtype,
     /// Write the results as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -68,77 +107,8 @@ pub struct PerplexityArgs {
     rope: RopeOverride,
 }
 
-fn logits_of(model: &CausalLm<Inference>, ids: &[u32], cache: Option<&mut clex_models::KvCache<Inference>>) -> anyhow::Result<Vec<f32>> {
-    let device = model.embed.weight.val().device();
-    let out = model.forward_with(ids_tensor(ids, &device), cache, &ForwardOptions::default())?;
-    out.logits.into_data().convert::<f32>().to_vec::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"))
-}
-
-/// How windows are fed and scored.
-pub struct Protocol<'a> {
-    /// chunks | kv-chunks | sliding.
-    pub kind: &'a str,
-    /// kv-chunks: tokens per cached chunk.
-    pub chunk: usize,
-    /// sliding: window step.
-    pub stride: usize,
-    /// Tokens evaluated at most.
-    pub max_tokens: usize,
-}
-
-/// Evaluates one length under a protocol; returns the tally and the number of windows.
-pub fn evaluate(
-    model: &CausalLm<Inference>,
-    stream: &[u32],
-    len: usize,
-    proto: &Protocol<'_>,
-    on_window: &mut dyn FnMut(usize, usize),
-) -> anyhow::Result<(Tally, usize)> {
-    let Protocol { kind: protocol, chunk, stride, max_tokens } = *proto;
-    let vocab = model.config().vocab_size;
-    let mut tally = Tally::default();
-    let mut windows = 0;
-    let limit = stream.len().min(max_tokens.max(len));
-    match protocol {
-        "chunks" | "kv-chunks" => {
-            let total = limit / len;
-            for w in stream[..limit].chunks_exact(len) {
-                windows += 1;
-                on_window(windows, total);
-                if protocol == "chunks" {
-                    tally.add(&logits_of(model, w, None)?, vocab, w, 0);
-                } else {
-                    // Each chunk scores only its own next-token predictions, as the official eval.
-                    let mut cache = model.new_cache(CachePolicy::Reference);
-                    for piece in w.chunks(chunk) {
-                        let logits = logits_of(model, piece, Some(&mut cache))?;
-                        tally.add(&logits, vocab, piece, 0);
-                    }
-                }
-            }
-        }
-        "sliding" => {
-            let mut prev_end = 0;
-            let mut begin = 0;
-            while prev_end < limit {
-                let end = (begin + len).min(limit);
-                let w = &stream[begin..end];
-                // Score only the targets not scored by the previous window.
-                let first_new = (prev_end.max(begin + 1) - begin).saturating_sub(1);
-                tally.add(&logits_of(model, w, None)?, vocab, w, first_new);
-                windows += 1;
-                on_window(windows, limit.saturating_sub(len) / stride + 1);
-                prev_end = end;
-                if end == limit {
-                    break;
-                }
-                begin += stride;
-            }
-        }
-        other => bail!("--protocol {other}: accepted values: chunks, kv-chunks, sliding"),
-    }
-    Ok((tally, windows))
-}
+/// Default of `--batch-tokens`: batches of short windows without a large logits tensor.
+const BATCH_TOKENS: usize = 4096;
 
 fn progress(msg: &str) {
     if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
@@ -147,20 +117,9 @@ fn progress(msg: &str) {
 }
 
 pub fn run(args: PerplexityArgs) -> anyhow::Result<()> {
-    for m in &args.model {
-        require_model(m)?;
-    }
-    if !["chunks", "kv-chunks", "sliding"].contains(&args.protocol.as_str()) {
-        bail!("--protocol {}: accepted values: chunks, kv-chunks, sliding", args.protocol);
-    }
-    let split = match args.split.as_str() {
-        "all" => None,
-        "train" => Some(Split::Train),
-        "validation" => Some(Split::Validation),
-        other => bail!("--split {other}: accepted values: all, train, validation"),
-    };
-    let dtype = parse_dtype(&args.dtype)?;
-    let (tok, tok_label) = model_tokenizer(&args.model[0], args.tokenizer.as_deref())?;
+    let sources = args.model.iter().map(|m| ModelSource::open(m)).collect::<Result<Vec<_>, _>>()?;
+    let split = args.split.split();
+    let (tok, tok_label) = crate::args::tokenizer(args.tokenizer.as_deref(), &sources[0])?;
     let docs: Vec<_> = args
         .data
         .iter()
@@ -172,8 +131,8 @@ pub fn run(args: PerplexityArgs) -> anyhow::Result<()> {
         .collect();
     let mut all = Vec::new();
     let mut curves = Vec::new();
-    for model_dir in &args.model {
-        let model = ModelSpec::read(model_dir, &args.rope)?.load(&backend::device(args.device), dtype)?;
+    for (model_dir, source) in args.model.iter().zip(&sources) {
+        let model = source.load_with::<Inference>(args.rope.config(source)?, &backend::device(args.device), args.dtype.into())?;
         if tok.get_vocab_size(true) > model.config().vocab_size {
             bail!(
                 "{tok_label}: tokenizer has {} entries but {} has vocab_size {}",
@@ -194,7 +153,7 @@ pub fn run(args: PerplexityArgs) -> anyhow::Result<()> {
         if lengths.iter().any(|&l| l < 2) {
             bail!("--lengths: every length must be at least 2");
         }
-        let bos = args.bos.map_or_else(|| default_bos(model_dir), Ok)?;
+        let bos = args.bos.map_or_else(|| source.add_bos(), Ok)?;
         let mut stream = Vec::new();
         for doc in &docs {
             if bos && let Some(b) = model.config().bos_token_id {
@@ -206,10 +165,10 @@ pub fn run(args: PerplexityArgs) -> anyhow::Result<()> {
             "model {} | rope {} (P = {p}) | protocol {} | data {} ({} {} documents, {} tokens) | tokenizer {tok_label}",
             model_dir.display(),
             model.rope().scaling.kind(),
-            args.protocol,
+            flag_value(args.protocol),
             args.data.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", "),
             docs.len(),
-            args.split,
+            flag_value(args.split),
             stream.len(),
         );
         println!("{:>8} {:>8} {:>9} {:>10} {:>10} {:>9}", "length", "windows", "tokens", "mean NLL", "PPL", "accuracy");
@@ -220,38 +179,39 @@ pub fn run(args: PerplexityArgs) -> anyhow::Result<()> {
                 eprintln!("{len}: not enough tokens ({} available); skipped", stream.len());
                 continue;
             }
-            let chunk = args.chunk.unwrap_or(p).max(2);
-            let stride = args.stride.unwrap_or(len / 2).max(1);
-            let seq = if args.protocol == "kv-chunks" { chunk.min(len) } else { len };
-            crate::memory::check(&model, &format!("length {len}"), seq, len)?;
+            let protocol = match args.protocol {
+                ProtocolFlag::Chunks => Protocol::Chunks,
+                ProtocolFlag::KvChunks => Protocol::KvChunks { chunk: args.chunk.unwrap_or(p).max(2) },
+                ProtocolFlag::Sliding => Protocol::Sliding { stride: args.stride.unwrap_or(len / 2).max(1) },
+            };
+            let limits = Limits { max_tokens: args.max_tokens, max_batch_tokens: args.batch_tokens };
+            let batch = if protocol == Protocol::Chunks { (args.batch_tokens / len).max(1) } else { 1 };
+            crate::memory::check(&model, &format!("length {len}"), batch * protocol.forward_len(len), len)?;
             let mut report = |i: usize, n: usize| progress(&format!("length {len}: window {i}/{n}"));
-            let proto = Protocol { kind: &args.protocol, chunk, stride, max_tokens: args.max_tokens };
-            let (t, windows) = evaluate(&model, &stream, len, &proto, &mut report)?;
+            let score = evaluate(&model, &stream, len, protocol, limits, &mut report)?;
             progress("");
-            let mean = t.nll / t.count.max(1) as f64;
-            let acc = t.correct as f64 / t.count.max(1) as f64;
-            println!("{len:>8} {windows:>8} {:>9} {mean:>10.4} {:>10.3} {acc:>9.4}", t.count, mean.exp());
-            results.push(serde_json::json!({"length": len, "windows": windows, "tokens": t.count, "mean_nll": mean, "perplexity": mean.exp(), "accuracy": acc}));
-            curve.push((len as f64, mean.exp()));
+            let (t, windows) = (score.tally, score.windows);
+            let (mean, acc) = (t.mean_nll(), t.accuracy());
+            println!("{len:>8} {windows:>8} {:>9} {mean:>10.4} {:>10.3} {acc:>9.4}", t.count, t.perplexity());
+            results.push(serde_json::json!({"length": len, "windows": windows, "tokens": t.count, "mean_nll": mean, "perplexity": t.perplexity(), "accuracy": acc}));
+            curve.push((len as f64, t.perplexity()));
         }
         all.push(serde_json::json!({"model": model_dir, "tokens": stream.len(), "results": results}));
         curves.push((model_dir.display().to_string(), curve));
     }
     if let Some(j) = &args.json {
-        let v = serde_json::json!({"protocol": args.protocol, "models": all});
+        let v = serde_json::json!({"protocol": flag_value(args.protocol), "models": all});
         clex_models::write_atomic(j, serde_json::to_string_pretty(&v)?.as_bytes())?;
     }
     if let Some(plot) = &args.plot {
-        let series: Vec<clex_eval::plot::Series<'_>> =
-            curves.iter().map(|(n, c)| clex_eval::plot::Series { name: n, points: c.clone(), markers: false }).collect();
-        let svg = clex_eval::plot::line_chart(
-            &format!("perplexity vs length ({} protocol)", args.protocol),
-            "length (tokens, log scale)",
-            "perplexity",
-            &series,
-            true,
-        );
+        let series: Vec<Series<'_>> = curves.iter().map(|(n, c)| Series { name: n, points: c.clone(), markers: false }).collect();
+        let svg = perplexity_svg(&format!("Perplexity against length ({} protocol)", flag_value(args.protocol)), &series)?;
         clex_models::write_atomic(plot, svg.as_bytes())?;
     }
     Ok(())
+}
+
+/// A flag's value as typed on the command line (kv-chunks, validation, ...).
+fn flag_value(value: impl clap::ValueEnum) -> String {
+    value.to_possible_value().map(|v| v.get_name().to_string()).unwrap_or_default()
 }

@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
+use clex_core::RopeConfig;
 use clex_core::clex::ClexLayerConfig;
-use clex_core::{RopeConfig, RopeScaling};
 use clex_models::backend;
 
 /// Arguments of `clex rope`.
@@ -21,7 +21,7 @@ pub struct RopeArgs {
 pub fn run(args: RopeArgs) -> anyhow::Result<()> {
     let path = if args.config.is_dir() { args.config.join("config.json") } else { args.config.clone() };
     let rope = if is_gguf(&path) {
-        clex_models::read_config(&path)?.rope
+        clex_models::ModelSource::open(&path)?.config().rope.clone()
     } else {
         let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
         RopeConfig::from_hf_str(&text).with_context(|| format!("in {}", path.display()))?
@@ -31,23 +31,20 @@ pub fn run(args: RopeArgs) -> anyhow::Result<()> {
         "head_dim: {}, rotary dims: {}, base: {}, max_position_embeddings: {}",
         rope.head_dim, rope.rotary_dim, rope.theta, rope.max_position_embeddings
     );
-    let freqs = rope.frequencies(args.length);
-    let (inv, scale) = match &rope.scaling {
-        RopeScaling::Clex(_) => {
-            // A fresh (untrained) CLEX layer: D = 0, i.e. NTK scaling with α = 2t − 1.
-            let cfg = ClexLayerConfig::from_rope(&rope).context("CLEX settings")?;
-            let layer = cfg.init::<backend::Inference>(&backend::device(None));
-            let sf = layer.scaling_factor(args.length);
-            println!(
-                "CLEX: t = {} for N = {}{} (untrained layer: D = 0, so θ(t) is NTK scaling with α = 2t − 1)",
-                sf.t,
-                args.length,
-                if sf.beyond_max { " (beyond P·T_max: θ(T_max) extrapolated)" } else { "" }
-            );
-            (layer.theta(sf.t).into_data().convert::<f32>().to_vec::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"))?, 1.0)
-        }
-        _ => (freqs.inv_freq, freqs.attention_scaling),
-    };
+    // CLEX configs get a fresh (untrained) layer: D = 0, i.e. NTK scaling with α = 2t − 1.
+    let device = backend::device(None);
+    let layer = ClexLayerConfig::from_rope(&rope).map(|cfg| cfg.init::<backend::Inference>(&device));
+    let freqs = clex_core::frequencies(&rope, layer.as_ref(), args.length, &device);
+    if let Some(sf) = freqs.scaling_factor {
+        println!(
+            "CLEX: t = {} for N = {}{} (untrained layer: D = 0, so θ(t) is NTK scaling with α = 2t − 1)",
+            sf.t,
+            args.length,
+            if sf.beyond_max { " (beyond P·T_max: θ(T_max) extrapolated)" } else { "" }
+        );
+    }
+    let scale = freqs.attention_scaling;
+    let inv = freqs.inv_freq.into_data().convert::<f32>().to_vec::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"))?;
     println!("attention scaling: {scale}");
     println!("inv_freq[0..{}]:", inv.len());
     for chunk in inv.chunks(8) {

@@ -265,7 +265,8 @@ fn user_errors_are_one_line_with_exit_code_two() {
     assert!(err.contains("/nonexistent/model") && !err.contains("panicked") && !err.contains("backtrace"), "{err}");
     let (code, _, err) = clex(&["generate", "-m", p(dir.path()), "--dtype", "f64"]);
     assert_eq!(code, 2);
-    assert!(err.contains("--dtype f64") && err.contains("bf16"), "{err}");
+    // clap's message: "invalid value 'f64' for '--dtype <DTYPE>'" and the accepted values.
+    assert!(err.contains("'f64'") && err.contains("--dtype") && err.contains("f32, f16, bf16"), "{err}");
     let (code, _, err) = clex(&["generate", "-m", p(dir.path()), "--rope-scaling", "yarn"]);
     assert_eq!(code, 2);
     assert!(err.contains("CLEX model"), "{err}");
@@ -344,6 +345,35 @@ fn inspect_shows_the_official_theta_table() {
     let (code, _, err) = clex(&["inspect", "-m", "/nonexistent"]);
     assert_eq!(code, 2);
     assert!(err.contains("/nonexistent"), "{err}");
+}
+
+/// `clex inspect --plot` draws the CLEX fixture's θ_i(t) / θ_i(1) for i = 0, K/8, K/4, K/2,
+/// 3K/4, K − 1 (K = 8: 0, 1, 2, 4, 6, 7), one line each, titled with the directory's name;
+/// a model without a CLEX layer is a one-line error with exit code 2 and no file.
+#[test]
+fn inspect_plots_theta_of_clex_models_only() {
+    let dir = model_dir(256);
+    let svg_path = dir.path().join("theta.svg");
+    let (code, _, err) = clex(&["inspect", "-m", p(dir.path()), "--plot", p(&svg_path)]);
+    assert_eq!(code, 0, "{err}");
+    let svg = std::fs::read_to_string(&svg_path).unwrap();
+    assert_eq!(svg.matches("<polyline").count(), 6, "one line per plotted frequency");
+    // The `<text>` contents (plotters puts each on its own line).
+    let texts: Vec<&str> = svg.split("<text").skip(1).filter_map(|t| Some(t.split_once('>')?.1.split_once("</text>")?.0.trim())).collect();
+    for i in [0, 1, 2, 4, 6, 7] {
+        assert!(texts.contains(&format!("θ_i, i = {i}").as_str()), "no legend entry for θ_{i} in {texts:?}");
+    }
+    let name = dir.path().file_name().unwrap().to_str().unwrap();
+    assert!(texts.contains(&format!("{name}: CLEX frequencies relative to RoPE").as_str()), "title names {name}: {texts:?}");
+    assert!(!svg.contains(p(dir.path())), "the title has the directory's name, not its path");
+
+    let plain = id_model_dir(&hf_fixture("llama_default.json"), &hf_fixture("llama.safetensors"));
+    let plain_svg = plain.path().join("theta.svg");
+    let (code, _, err) = clex(&["inspect", "-m", p(plain.path()), "--plot", p(&plain_svg)]);
+    assert_eq!(code, 2);
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.contains("--plot") && err.contains("no CLEX layer"), "{err}");
+    assert!(!plain_svg.exists(), "no chart for a model without CLEX");
 }
 
 /// `clex score` reproduces the official CLEX code's logits (full forward at N = 100, t = 4)
@@ -441,7 +471,8 @@ fn perplexity_agrees_with_score_on_the_same_windows() {
     assert_eq!(svg.matches("<polyline").count(), 2, "one line per model");
     let (code, _, err) = clex(&["perplexity", "-m", p(dir.path()), "--data", p(&data), "--protocol", "nope"]);
     assert_eq!(code, 2);
-    assert!(err.contains("--protocol nope"), "{err}");
+    // clap's message: "invalid value 'nope' for '--protocol <PROTOCOL>'" and the accepted values.
+    assert!(err.contains("'nope'") && err.contains("--protocol") && err.contains("chunks, kv-chunks, sliding"), "{err}");
 }
 
 /// The transformers LLaMA with its default rope (P = 128) and [`id_model_dir`]'s tokenizer,
@@ -643,7 +674,7 @@ fn rope_prints_the_reference_tables() {
 /// counts a trial correct exactly when the answer's first number is the key, and is
 /// reproducible from the seed. On this random model every answer is wrong (0 of 12), so
 /// the scoring comparison here is 0 == 0: scoring itself is checked by the unit test of
-/// `retrieved` in clex-cli/src/passkey.rs, and retrieval by a model that can (every trial
+/// `retrieved` in clex-eval/src/passkey.rs, and retrieval by a model that can (every trial
 /// right) by `clex-cli/tests/gguf.rs`'s SmolLM2 test.
 #[test]
 fn passkey_prompts_have_the_requested_length_and_depth() {

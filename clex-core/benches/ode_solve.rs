@@ -11,7 +11,7 @@ use burn::module::Param;
 use burn::tensor::{Tensor, TensorData};
 use clex_core::clex::OdeSpec;
 use clex_core::clex::naive::theta_by_tensor_ops;
-use clex_core::{ClexAct, ClexLayerConfig};
+use clex_core::{ClexAct, ClexLayerConfig, ClexParams};
 
 mod common;
 use common::weights;
@@ -65,7 +65,7 @@ fn main() {
     println!("| forward + backward on Autodiff<Flex> (1 core) | t | custom node ms | plain autodiff ms | ratio |");
     println!("|---|---|---|---|---|");
     let device = Default::default();
-    let cfg = ClexLayerConfig::new(128, 4096).with_max_factor(64);
+    let cfg = ClexLayerConfig::new(128, 4096).with_params(ClexParams::fresh(64));
     for t in [2usize, 4, 8] {
         let custom = median_ms(reps.min(5), || {
             let layer = cfg

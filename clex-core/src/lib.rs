@@ -5,7 +5,9 @@
 //! - [`rope`]: inverse frequencies and attention scaling per kind, cos/sin tables, rotary
 //!   application (rotate-half, partial rotary).
 //! - [`clex`]: the CLEX ODE, its torchdiffeq-compatible solver with exact reverse mode, the
-//!   θ table cache, t selection, log scaling and the training position sampler.
+//!   layer's θ table, t selection, log scaling and the training position sampler.
+//! - [`frequencies()`] / [`training_frequencies`]: the one answer to "which frequencies for
+//!   N tokens" for every kind, CLEX included.
 //!
 //! The algorithm is described in `docs/CLEX.md`; comments cite its sections as
 //! "docs/CLEX.md §N".
@@ -16,8 +18,10 @@ mod backends;
 pub mod clex;
 pub mod config;
 pub mod error;
+mod frequencies;
 pub mod rope;
 
 pub use clex::{ClexBackend, ClexLayer, ClexLayerConfig};
 pub use config::{ClexAct, ClexParams, RopeConfig, RopeScaling};
 pub use error::{ClexError, ConfigError};
+pub use frequencies::{Frequencies, FrequencyKey, frequencies, training_frequencies};

@@ -13,7 +13,7 @@ use burn::tensor::{Tensor, TensorData, backend::Backend};
 use clex_core::clex::ode::OdeFunction;
 use clex_core::clex::{positions_from_subset, solver};
 use clex_core::rope::cos_sin;
-use clex_core::{ClexAct, ClexLayer, ClexLayerConfig};
+use clex_core::{ClexAct, ClexLayer, ClexLayerConfig, ClexParams};
 use common::*;
 
 struct Case {
@@ -34,10 +34,12 @@ fn cases() -> Vec<Case> {
         };
         let cfg = ClexLayerConfig::new(c["dim"].as_u64().unwrap() as usize, c["max_position_embeddings"].as_u64().unwrap() as usize)
             .with_rope_theta(c["base"].as_f64().unwrap())
-            .with_max_factor(rs["max_factor"].as_u64().unwrap() as usize)
-            .with_param_factor(rs["param_factor"].as_u64().unwrap() as usize)
-            .with_act(act)
-            .with_time_dt(rs["time_dt"].as_f64().unwrap());
+            .with_params(ClexParams {
+                max_factor: rs["max_factor"].as_u64().unwrap() as usize,
+                param_factor: rs["param_factor"].as_u64().unwrap() as usize,
+                act,
+                time_dt: rs["time_dt"].as_f64().unwrap(),
+            });
         let tensors = c["tensors"].as_object().unwrap().keys().cloned().collect();
         out.push(Case { name: name.clone(), cfg, tensors, json: c.clone() });
     }
@@ -144,8 +146,8 @@ fn training_solve_gradients_match() {
             let (want_loss, _) = fx.f32(&format!("{p}/loss"));
             assert_close_rel(&format!("{p} loss"), &to_vec(loss.clone()), &want_loss, 2e-4);
             let grads = loss.backward();
-            let gu = l.proj_func.ode_up_proj.grad(&grads).expect("U has a gradient");
-            let gd = l.proj_func.ode_down_proj.grad(&grads).expect("D has a gradient");
+            let gu = l.up().grad(&grads).expect("U has a gradient");
+            let gd = l.down().grad(&grads).expect("D has a gradient");
             check_grad(&format!("{p} grad_U"), &to_vec(gu), &fx.f32(&format!("{p}/grad_U")).0);
             check_grad(&format!("{p} grad_D"), &to_vec(gd), &fx.f32(&format!("{p}/grad_D")).0);
             n += 1;
@@ -192,8 +194,8 @@ fn recorded_training_forwards_match() {
             let (want_loss, _) = fx.f32(&format!("{p}/loss"));
             assert_close_rel(&format!("{p} loss"), &to_vec(loss.clone()), &want_loss, 1e-4);
             let grads = loss.backward();
-            let gu = to_vec(l.proj_func.ode_up_proj.grad(&grads).unwrap());
-            let gd = to_vec(l.proj_func.ode_down_proj.grad(&grads).unwrap());
+            let gu = to_vec(l.up().grad(&grads).unwrap());
+            let gd = to_vec(l.down().grad(&grads).unwrap());
             check_grad(&format!("{p} grad_U"), &gu, &fx.f32(&format!("{p}/grad_U")).0);
             check_grad(&format!("{p} grad_D"), &gd, &fx.f32(&format!("{p}/grad_D")).0);
             n += 1;
@@ -214,16 +216,16 @@ fn ode_evaluation_trace_matches() {
             continue;
         }
         let w = layer::<B>(&fx, &case).weights();
-        let f = OdeFunction::new(case.cfg.dim, case.cfg.act, w.up.clone(), w.down.clone());
+        let f = OdeFunction::new(case.cfg.dim, case.cfg.params.act, w.up.clone(), w.down.clone());
         let z0: Vec<f32> = w.inv_freq.iter().map(|x| x.ln()).collect();
-        let times: Vec<f32> = (1..=case.cfg.max_factor).map(|t| t as f32).collect();
+        let times: Vec<f32> = (1..=case.cfg.params.max_factor).map(|t| t as f32).collect();
         let (mut ts, mut zs, mut fs) = (Vec::new(), Vec::new(), Vec::new());
         let mut record = |t: f32, z: &[f32], dz: &[f32]| {
             ts.push(t);
             zs.extend_from_slice(z);
             fs.extend_from_slice(dz);
         };
-        solver::solve(&f, &z0, &times, case.cfg.time_dt as f32, Some(&mut record));
+        solver::solve(&f, &z0, &times, case.cfg.params.time_dt as f32, Some(&mut record));
         let (want_t, _) = fx.f32(&format!("{p}/t"));
         assert_eq!(ts.len(), want_t.len(), "{p}: number of evaluations");
         assert_close_abs(&format!("{p}/t"), &ts, &want_t, 0.0);

@@ -14,7 +14,7 @@ use clex_core::clex::naive::theta_by_tensor_ops;
 use clex_core::clex::solver::time_grid;
 use clex_core::clex::{OdeSpec, OdeWeights, PositionSampler, log_scale, scaling_factor};
 use clex_core::rope::base_inv_freq;
-use clex_core::{ClexAct, ClexLayerConfig};
+use clex_core::{ClexAct, ClexLayerConfig, ClexParams};
 use common::*;
 
 fn spec_test2(act: ClexAct) -> (OdeWeights, OdeSpec) {
@@ -171,7 +171,7 @@ fn custom_backward_matches_plain_autodiff_through_the_steps() {
         let lw: Vec<f32> = (0..k).map(|i| 1.0 + i as f32 * 10.0).collect();
 
         // Ours: one node.
-        let cfg = ClexLayerConfig::new(dim, 32).with_param_factor(2).with_act(act).with_time_dt(h as f64).with_max_factor(8);
+        let cfg = ClexLayerConfig::new(dim, 32).with_params(ClexParams { max_factor: 8, param_factor: 2, act, time_dt: h as f64 });
         let layer = cfg
             .init_with::<AD>(
                 Tensor::from_data(TensorData::new(inv.clone(), [k]), &device),
@@ -182,8 +182,8 @@ fn custom_backward_matches_plain_autodiff_through_the_steps() {
         let lw_t = Tensor::<AD, 1>::from_data(TensorData::new(lw.clone(), [k]), &device);
         let loss = (layer.theta_train(t) * lw_t.clone()).sum();
         let g = loss.backward();
-        let ours_u = to_vec(layer.proj_func.ode_up_proj.grad(&g).unwrap());
-        let ours_d = to_vec(layer.proj_func.ode_down_proj.grad(&g).unwrap());
+        let ours_u = to_vec(layer.up().grad(&g).unwrap());
+        let ours_d = to_vec(layer.down().grad(&g).unwrap());
 
         // Plain autodiff: every stage is a chain of burn ops.
         let u_p = Param::from_tensor(Tensor::<AD, 2>::from_data(TensorData::new(up, [k, hid]), &device));
@@ -204,7 +204,7 @@ fn custom_backward_matches_plain_autodiff_through_the_steps() {
 #[test]
 fn fresh_layer_is_ntk_and_table_cache_follows_parameters() {
     let device = Default::default();
-    let cfg = ClexLayerConfig::new(16, 32).with_max_factor(4);
+    let cfg = ClexLayerConfig::new(16, 32).with_params(ClexParams::fresh(4));
     let layer = cfg.init::<B>(&device);
     let w = layer.weights();
     assert!(w.down.iter().all(|x| *x == 0.0), "D starts at zero");
@@ -215,9 +215,8 @@ fn fresh_layer_is_ntk_and_table_cache_follows_parameters() {
     let t1 = layer.theta_table();
     let again = layer.theta_table();
     assert!(std::sync::Arc::ptr_eq(&t1, &again), "unchanged parameters reuse the table");
-    // An optimizer-like update of D must invalidate the cached table.
-    let mut changed = layer.clone();
-    changed.proj_func.ode_down_proj = changed.proj_func.ode_down_proj.map(|d| d.add_scalar(0.01));
+    // An update of D must invalidate the cached table.
+    let changed = layer.clone().with_down(layer.down().val().add_scalar(0.01));
     let t2 = changed.theta_table();
     assert!(!std::sync::Arc::ptr_eq(&t1, &t2));
     assert_ne!(t1.row(4), t2.row(4));
@@ -244,7 +243,7 @@ fn cached_theta_follows_parameters_to_the_float64_reference() {
     let device = Default::default();
     for (act, rows) in test2_reference() {
         let (w, spec) = spec_test2(act);
-        let cfg = ClexLayerConfig::new(8, 32).with_act(act).with_time_dt(spec.time_dt as f64).with_max_factor(8);
+        let cfg = ClexLayerConfig::new(8, 32).with_params(ClexParams { act, time_dt: spec.time_dt as f64, ..ClexParams::fresh(8) });
         let tensor = |v: &[f32], shape: [usize; 2]| Tensor::<B, 2>::from_data(TensorData::new(v.to_vec(), shape), &device);
         let inv = Tensor::<B, 1>::from_data(TensorData::new(w.inv_freq.clone(), [4]), &device);
         let mut layer = cfg.init_with::<B>(inv, tensor(&w.up, [4, 8]), tensor(&[0.0; 32], [8, 4])).unwrap();
@@ -255,7 +254,7 @@ fn cached_theta_follows_parameters_to_the_float64_reference() {
             assert_close_rel(&format!("{act:?} D = 0 theta({t})"), &to_vec(layer.theta(t)), &closed, 3e-5);
         }
         let stale = layer.theta_table();
-        layer.proj_func.ode_down_proj = layer.proj_func.ode_down_proj.map(|_| tensor(&w.down, [8, 4]));
+        layer = layer.with_down(tensor(&w.down, [8, 4]));
         assert!(!std::sync::Arc::ptr_eq(&stale, &layer.theta_table()), "{act:?}: a new D builds a new table");
         let mut worst = 0.0f32;
         for (t, want) in rows {
@@ -264,6 +263,30 @@ fn cached_theta_follows_parameters_to_the_float64_reference() {
         }
         eprintln!("{act:?}: cached theta vs the float64 reference, max rel diff {worst:e}");
     }
+}
+
+/// Weights change only through burn's module operations, and each drops the inference table:
+/// after an optimizer step (which maps every parameter) and after loading a record, inference
+/// must give the θ of the new weights, not the table solved for the old ones.
+#[test]
+fn optimizer_step_and_load_record_replace_the_inference_table() {
+    use burn::module::{AutodiffModule, Module};
+    use burn::optim::{GradientsParams, Optimizer, SgdConfig};
+    let device = Default::default();
+    let cfg = ClexLayerConfig::new(16, 32).with_params(ClexParams::fresh(4));
+    let layer = cfg.init::<AD>(&device);
+    let before = to_vec(layer.theta(4));
+    let grads = GradientsParams::from_grads(layer.theta_train(4).sum().backward(), &layer);
+    let stepped = SgdConfig::new().init().step(1.0, layer.clone(), grads);
+    let after = to_vec(stepped.theta(4));
+    assert_ne!(after, before, "the step changed D, so θ(4) must change");
+    // What a layer built from the stepped weights computes from scratch.
+    let fresh = cfg.init_with(stepped.inv_freq().val(), stepped.up().val(), stepped.down().val()).unwrap();
+    assert_eq!(after, to_vec(fresh.theta(4)));
+    assert_eq!(to_vec(stepped.valid().theta(4)), after, "the inference copy sees the new weights");
+    assert_eq!(to_vec(layer.theta(4)), before, "the old layer keeps its own table");
+    let loaded = layer.load_record(stepped.into_record());
+    assert_eq!(to_vec(loaded.theta(4)), after, "a loaded record replaces the table");
 }
 
 #[test]

@@ -91,8 +91,8 @@ fn other_spellings() {
     let e = parse(json!({"head_dim": 8, "max_position_embeddings": 131072, "original_max_position_embeddings": 4096,
         "rope_scaling": {"type": "longrope", "short_factor": [1, 1, 1, 1], "long_factor": [1, 2, 4, 8]}}))
     .unwrap();
-    let f_short = e.frequencies(4096);
-    let f_long = e.frequencies(4097);
+    let f_short = host_frequencies(&e, 4096);
+    let f_long = host_frequencies(&e, 4097);
     assert_eq!(f_long.inv_freq[3] * 8.0, f_short.inv_freq[3]);
     assert!((f_long.attention_scaling as f64 - (1.0 + 32f64.ln() / 4096f64.ln()).sqrt()).abs() < 1e-6);
 }

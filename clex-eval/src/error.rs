@@ -5,14 +5,6 @@ use std::path::PathBuf;
 /// An evaluation-side failure.
 #[derive(Debug, thiserror::Error)]
 pub enum EvalError {
-    /// A file could not be read or written.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The OS error.
-        source: std::io::Error,
-    },
     /// A data file is malformed.
     #[error("{path}:{line}: {message}")]
     Data {
@@ -26,11 +18,12 @@ pub enum EvalError {
     /// The request cannot be evaluated as asked (bad windows, lengths, buckets).
     #[error("{0}")]
     Invalid(String),
-    /// A model problem.
+    /// A model problem, or a file that could not be read (one I/O error type for the
+    /// workspace: [`clex_models::ModelError::Io`]).
     #[error(transparent)]
     Model(#[from] clex_models::ModelError),
 }
 
 pub(crate) fn io(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> EvalError + '_ {
-    move |source| EvalError::Io { path: path.to_path_buf(), source }
+    move |source| EvalError::Model(clex_models::ModelError::Io { path: path.to_path_buf(), source })
 }

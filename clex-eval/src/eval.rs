@@ -1,12 +1,21 @@
-//! Perplexity and next-token accuracy under the CLEX paper's protocol: non-overlapping
-//! windows of the evaluation length, one forward each at inference semantics (integer
-//! positions, CLEX t = ceil(N/P), dynamic rope kinds at N), scored on every predicted token.
+//! The one evaluation engine: perplexity and next-token accuracy of a token stream at an
+//! evaluation length, under a [`Protocol`]:
 //!
-//! [`EvalSet`] fixes the text: regions of long documents, cut into windows of any length
-//! that divides the region, so every length and every model sees the same tokens.
+//! - [`Protocol::Chunks`], the CLEX paper's: non-overlapping windows of the length, one
+//!   forward each at inference semantics (integer positions, CLEX t = ceil(N/P), dynamic
+//!   rope kinds at N), batched, every predicted token scored;
+//! - [`Protocol::KvChunks`], the official evaluation's: each window fed a chunk at a time
+//!   through the KV cache ([`Session`]), each chunk scoring its own predictions;
+//! - [`Protocol::Sliding`]: a window every `stride` tokens, each token scored once, by the
+//!   first window that predicts it.
+//!
+//! [`EvalSet`] fixes the text for comparing models: regions of long documents, cut into
+//! windows of any length that divides the region, so every length and every model sees the
+//! same tokens.
 
-use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
-use clex_models::CausalLm;
+use burn::tensor::{Int, Tensor, TensorData};
+use clex_core::ClexBackend;
+use clex_models::{CachePolicy, CausalLm, Session};
 
 use crate::error::EvalError;
 
@@ -117,21 +126,151 @@ impl EvalSet {
     }
 }
 
+/// How windows of an evaluation length are fed to the model and which predictions count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// Non-overlapping windows, one (batched) forward each, every prediction scored.
+    Chunks,
+    /// Non-overlapping windows, each fed `chunk` tokens at a time through the KV cache; each
+    /// chunk scores only its own next-token predictions, as the official evaluation does.
+    KvChunks {
+        /// Tokens per cached forward.
+        chunk: usize,
+    },
+    /// A window of the length every `stride` tokens; each scores only the targets the
+    /// previous window did not.
+    Sliding {
+        /// Tokens between window starts.
+        stride: usize,
+    },
+}
+
+impl Protocol {
+    /// The protocol's name on the command line and in reports: chunks, kv-chunks, sliding.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Protocol::Chunks => "chunks",
+            Protocol::KvChunks { .. } => "kv-chunks",
+            Protocol::Sliding { .. } => "sliding",
+        }
+    }
+
+    /// Tokens in one forward at evaluation length `len` (of one window: chunks batch several).
+    pub fn forward_len(&self, len: usize) -> usize {
+        match *self {
+            Protocol::KvChunks { chunk } => chunk.min(len),
+            Protocol::Chunks | Protocol::Sliding { .. } => len,
+        }
+    }
+}
+
+/// How much of the stream one evaluation length reads, and how many tokens one forward holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Tokens of the stream evaluated at most (at least one window's worth).
+    pub max_tokens: usize,
+    /// Tokens per batched forward at most (chunks; at least one window per forward).
+    pub max_batch_tokens: usize,
+}
+
+/// The score of one evaluation length.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LengthScore {
+    /// Summed NLL, scored targets, correct predictions.
+    pub tally: Tally,
+    /// Windows fed to the model.
+    pub windows: usize,
+}
+
+/// Evaluates `stream` at length `len` under `protocol`, reading at most `limits.max_tokens`
+/// tokens from its start. `on_window(done, total)` reports progress after each forward
+/// (each batch, under chunks).
+pub fn evaluate<B: ClexBackend>(
+    model: &CausalLm<B>,
+    stream: &[u32],
+    len: usize,
+    protocol: Protocol,
+    limits: Limits,
+    on_window: &mut dyn FnMut(usize, usize),
+) -> Result<LengthScore, EvalError> {
+    if len < 2 {
+        return Err(EvalError::Invalid(format!("evaluation length {len}: every length must be at least 2")));
+    }
+    let vocab = model.config().vocab_size;
+    let limit = stream.len().min(limits.max_tokens.max(len));
+    let mut tally = Tally::default();
+    match protocol {
+        Protocol::Chunks => {
+            let windows: Vec<&[u32]> = stream[..limit].chunks_exact(len).collect();
+            let tally = score_batches(model, &windows, limits.max_batch_tokens, &[0], on_window)?.remove(0);
+            Ok(LengthScore { tally, windows: windows.len() })
+        }
+        Protocol::KvChunks { chunk } => {
+            if chunk == 0 {
+                return Err(EvalError::Invalid("kv-chunks: the chunk must hold at least one token".into()));
+            }
+            let total = limit / len;
+            for (i, window) in stream[..limit].chunks_exact(len).enumerate() {
+                on_window(i + 1, total);
+                let mut session = Session::new(model, CachePolicy::Reference);
+                for piece in window.chunks(chunk) {
+                    tally.add(&session.logits(piece)?, vocab, piece, 0);
+                }
+            }
+            Ok(LengthScore { tally, windows: total })
+        }
+        Protocol::Sliding { stride } => {
+            if stride == 0 {
+                return Err(EvalError::Invalid("sliding: the stride must be at least one token".into()));
+            }
+            let total = limit.saturating_sub(len) / stride + 1;
+            let (mut windows, mut begin, mut prev_end) = (0, 0, 0);
+            while prev_end < limit {
+                let end = (begin + len).min(limit);
+                let window = &stream[begin..end];
+                // Score only the targets the previous window did not.
+                let first_new = (prev_end.max(begin + 1) - begin).saturating_sub(1);
+                tally.add(&forward_rows(model, &[window])?, vocab, window, first_new);
+                windows += 1;
+                on_window(windows, total);
+                prev_end = end;
+                if end == limit {
+                    break;
+                }
+                begin += stride;
+            }
+            Ok(LengthScore { tally, windows })
+        }
+    }
+}
+
 /// Scores windows (all of one length) with batched forwards of at most `max_batch_tokens`
 /// tokens (at least one window per forward); every token but each window's first is a
 /// target, predicted from the window's preceding tokens only.
-pub fn score_windows<B: Backend>(model: &CausalLm<B>, windows: &[&[u32]], max_batch_tokens: usize) -> Result<Tally, EvalError> {
+pub fn score_windows<B: ClexBackend>(model: &CausalLm<B>, windows: &[&[u32]], max_batch_tokens: usize) -> Result<Tally, EvalError> {
     Ok(score_windows_by_position(model, windows, max_batch_tokens, &[0])?.remove(0))
 }
 
 /// [`score_windows`] split by position in the window: tally b counts the predictions made at
 /// positions `starts[b]..starts[b + 1]` (the last up to the window's end). `starts` must
 /// begin with 0 and increase.
-pub fn score_windows_by_position<B: Backend>(
+pub fn score_windows_by_position<B: ClexBackend>(
     model: &CausalLm<B>,
     windows: &[&[u32]],
     max_batch_tokens: usize,
     starts: &[usize],
+) -> Result<Vec<Tally>, EvalError> {
+    score_batches(model, windows, max_batch_tokens, starts, &mut |_, _| {})
+}
+
+/// The chunks protocol: [`score_windows_by_position`], reporting (windows done, total) after
+/// each batch.
+fn score_batches<B: ClexBackend>(
+    model: &CausalLm<B>,
+    windows: &[&[u32]],
+    max_batch_tokens: usize,
+    starts: &[usize],
+    on_batch: &mut dyn FnMut(usize, usize),
 ) -> Result<Vec<Tally>, EvalError> {
     if starts.first() != Some(&0) || starts.windows(2).any(|w| w[0] >= w[1]) {
         return Err(EvalError::Invalid(format!("position buckets must start at 0 and increase: {starts:?}")));
@@ -143,25 +282,41 @@ pub fn score_windows_by_position<B: Backend>(
         return Err(EvalError::Invalid(format!("evaluation windows must share one length of at least 2 tokens (first has {len})")));
     }
     let vocab = model.config().vocab_size;
-    if let Some(bad) = windows.iter().flat_map(|w| w.iter()).find(|&&t| t as usize >= vocab) {
-        return Err(EvalError::Invalid(format!("token id {bad} is outside the model's vocabulary of {vocab}")));
-    }
-    let device = model.embed.weight.val().device();
+    let mut done = 0;
     for batch in windows.chunks((max_batch_tokens / len).max(1)) {
-        let ids: Vec<i64> = batch.iter().flat_map(|w| w.iter().map(|&t| t as i64)).collect();
-        let tokens = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [batch.len(), len]), &device);
-        let logits: Vec<f32> = model.forward(tokens)?.into_data().iter::<f32>().collect();
+        let logits = forward_rows(model, batch)?;
         for (w, rows) in batch.iter().zip(logits.chunks_exact(len * vocab)) {
             for (b, tally) in tallies.iter_mut().enumerate() {
                 tally.add_rows(rows, vocab, w, starts[b], starts.get(b + 1).copied().unwrap_or(len));
             }
         }
+        done += batch.len();
+        on_batch(done, windows.len());
     }
     Ok(tallies)
 }
 
+/// One uncached forward of `batch` (windows of one length) at inference semantics; the
+/// logits on the host, `[batch.len() * len * vocab]`, row-major.
+fn forward_rows<B: ClexBackend>(model: &CausalLm<B>, batch: &[&[u32]]) -> Result<Vec<f32>, EvalError> {
+    let vocab = model.config().vocab_size;
+    if let Some(bad) = batch.iter().flat_map(|w| w.iter()).find(|&&t| t as usize >= vocab) {
+        return Err(EvalError::Invalid(format!("token id {bad} is outside the model's vocabulary of {vocab}")));
+    }
+    let len = batch.first().map_or(0, |w| w.len());
+    let ids: Vec<i64> = batch.iter().flat_map(|w| w.iter().map(|&t| t as i64)).collect();
+    let device = model.embed.weight.val().device();
+    let tokens = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [batch.len(), len]), &device);
+    model
+        .forward(tokens)?
+        .into_data()
+        .convert::<f32>()
+        .to_vec::<f32>()
+        .map_err(|e| EvalError::Invalid(format!("reading logits back: {e:?}")))
+}
+
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use burn::backend::Flex;
     use clex_models::{ModelConfig, init_model};
@@ -169,7 +324,7 @@ mod tests {
 
     /// clex-train's tiny preset (4 layers, width 128, P = 128) over a 64-token vocabulary,
     /// with plain RoPE or CLEX with T_max = `clex_max_factor`.
-    fn model(clex_max_factor: Option<usize>) -> CausalLm<Flex> {
+    pub(crate) fn model(clex_max_factor: Option<usize>) -> CausalLm<Flex> {
         let scaling = match clex_max_factor {
             None => Value::Null,
             Some(t) => json!({"type": "clex", "max_factor": t, "param_factor": 1, "act": "tanh", "time_dt": 0.01, "factor": 1}),
@@ -204,7 +359,7 @@ mod tests {
     /// A model whose predictions are far from uniform (mean NLL ~9.3 nats against ln 64 =
     /// 4.2 for a uniform one): the random head scaled 15x, so a wrong target, row or window
     /// moves the NLL by whole nats.
-    fn confident(clex_max_factor: Option<usize>) -> CausalLm<Flex> {
+    pub(crate) fn confident(clex_max_factor: Option<usize>) -> CausalLm<Flex> {
         let mut m = model(clex_max_factor);
         let head = m.lm_head.take().expect("an untied head");
         m.lm_head =
@@ -304,5 +459,42 @@ mod tests {
         assert!(score_windows(&m, &[&[1u32][..]], 64).is_err());
         assert!(score_windows(&m, &[&[1u32, 64][..]], 64).is_err());
         assert_eq!(score_windows(&m, &[], 64).unwrap(), Tally::default());
+    }
+
+    /// The three protocols agree where they must: kv-chunks with one chunk per window and
+    /// sliding with a stride of the whole length see exactly the chunks protocol's windows;
+    /// kv-chunks with smaller chunks scores fewer targets (each chunk's first token has no
+    /// prediction from its own chunk) and a different NLL (its rows see the cached prefix).
+    #[test]
+    fn protocols_agree_where_they_see_the_same_windows() {
+        let m = confident(None);
+        let stream = ids(300, 5);
+        let limits = Limits { max_tokens: 256, max_batch_tokens: 128 };
+        let mut seen = Vec::new();
+        let chunks = evaluate(&m, &stream, 64, Protocol::Chunks, limits, &mut |i, n| seen.push((i, n))).unwrap();
+        // 256 tokens: 4 windows of 64, two per batched forward.
+        assert_eq!((chunks.windows, chunks.tally.count), (4, 4 * 63));
+        assert_eq!(seen, [(2, 4), (4, 4)]);
+        let windows: Vec<&[u32]> = stream[..256].chunks_exact(64).collect();
+        assert_eq!(chunks.tally, score_windows(&m, &windows, 64).unwrap());
+
+        let close = |a: &LengthScore, b: &LengthScore| {
+            a.windows == b.windows
+                && a.tally.count == b.tally.count
+                && a.tally.correct == b.tally.correct
+                && (a.tally.nll - b.tally.nll).abs() < 1e-9 * b.tally.nll
+        };
+        let whole = evaluate(&m, &stream, 64, Protocol::KvChunks { chunk: 64 }, limits, &mut |_, _| {}).unwrap();
+        assert!(close(&whole, &chunks), "{whole:?} vs {chunks:?}");
+        let sliding = evaluate(&m, &stream, 64, Protocol::Sliding { stride: 64 }, limits, &mut |_, _| {}).unwrap();
+        assert!(close(&sliding, &chunks), "{sliding:?} vs {chunks:?}");
+
+        let pieces = evaluate(&m, &stream, 64, Protocol::KvChunks { chunk: 16 }, limits, &mut |_, _| {}).unwrap();
+        assert_eq!((pieces.windows, pieces.tally.count), (4, 4 * 4 * 15));
+        // Overlapping windows: every token after the first scored exactly once.
+        let overlap = evaluate(&m, &stream, 64, Protocol::Sliding { stride: 24 }, limits, &mut |_, _| {}).unwrap();
+        assert_eq!((overlap.windows, overlap.tally.count), (9, 255));
+        assert!(evaluate(&m, &stream, 1, Protocol::Chunks, limits, &mut |_, _| {}).is_err());
+        assert!(evaluate(&m, &stream, 64, Protocol::Sliding { stride: 0 }, limits, &mut |_, _| {}).is_err());
     }
 }

@@ -9,17 +9,19 @@
 //!
 //! Run: `cargo bench -p clex-models --bench decode` (criterion's flags after `--`).
 //!
-//! Each measured step starts from the same cache (prefill, then one step): a clone (tensor
-//! handles only) taken outside the timing, so every iteration appends to a cache of exactly
-//! the stated length.
+//! Each measured step is a [`Session::step`] from the same session (prefill, then one step):
+//! a clone (the cache's tensor handles only) taken outside the timing, so every iteration
+//! appends to a cache of exactly the stated length. A step reads its row of logits back to the
+//! host (one `vocab`-long f32 row, 32 KiB, as generation does), which the bench did not do
+//! before Session (`forward_with`, logits left in a tensor): two copies of 32 KiB, microseconds
+//! against the 7-18 ms steps of BENCHMARKS.md, so the figures stay comparable.
 
 use std::hint::black_box;
 use std::path::Path;
 
 use burn::backend::Flex;
-use burn::tensor::{Int, Tensor, TensorData};
-use clex_core::{ClexAct, ClexParams};
-use clex_models::{CachePolicy, CausalLm, ForwardOptions, KvCache, ModelConfig, attach_fresh_clex, init_model};
+use clex_core::ClexParams;
+use clex_models::{CachePolicy, CausalLm, ModelConfig, Session, attach_fresh_clex, init_model};
 use criterion::{BatchSize, BenchmarkId, Criterion, criterion_group, criterion_main};
 use serde_json::json;
 
@@ -57,19 +59,18 @@ fn config(s: &Shape) -> ModelConfig {
     ModelConfig::from_json(raw, Path::new("bench")).expect("a valid bench config")
 }
 
-fn ids(n: usize, vocab: usize, offset: usize) -> Tensor<B, 2, Int> {
-    let v: Vec<i32> = (0..n).map(|i| ((i + offset) * 7919 % vocab) as i32).collect();
-    Tensor::from_data(TensorData::new(v, [1, n]), &Default::default())
+/// Token id `i` of the bench's sequence.
+fn id(i: usize, vocab: usize) -> u32 {
+    (i * 7919 % vocab) as u32
 }
 
-/// A cache holding `len` tokens in its decoding state: a prefill of `len - 1` tokens, then
-/// one decode step (the first step after a prefill also makes its views contiguous).
-fn prefilled(model: &CausalLm<B>, len: usize, vocab: usize) -> KvCache<B> {
-    let mut cache = model.new_cache(CachePolicy::Reference);
-    let opts = ForwardOptions::default();
-    model.forward_with(ids(len - 1, vocab, 0), Some(&mut cache), &opts).expect("prefill");
-    model.forward_with(ids(1, vocab, len - 1), Some(&mut cache), &opts).expect("step");
-    cache
+/// A session holding `len` tokens in its decoding state: a prefill of `len - 1` tokens, then
+/// one decode step (the first step after a prefill also makes the cache's views contiguous).
+fn prefilled(model: &CausalLm<B>, len: usize, vocab: usize) -> Session<'_, B> {
+    let mut session = Session::new(model, CachePolicy::Reference);
+    session.prefill(&(0..len - 1).map(|i| id(i, vocab)).collect::<Vec<_>>()).expect("prefill");
+    session.step(id(len - 1, vocab)).expect("step");
+    session
 }
 
 fn decode(c: &mut Criterion) {
@@ -77,10 +78,8 @@ fn decode(c: &mut Criterion) {
     // The CLEX model is the plain one's weight tensors (shared, not copied) plus a CLEX layer:
     // two copies of the same weights can decode several % apart by where they sit in memory.
     let plain = init_model::<B>(config(&s), &Default::default(), 7);
-    let params = ClexParams { max_factor: 16, param_factor: 1, act: ClexAct::Tanh, time_dt: 0.01 };
-    let clex = attach_fresh_clex(plain.clone(), params).expect("a plain model");
+    let clex = attach_fresh_clex(plain.clone(), ClexParams::fresh(16)).expect("a plain model");
     let models = [("rope", plain), ("clex", clex)];
-    let opts = ForwardOptions::default();
 
     let mut group = c.benchmark_group("decode_step");
     group.sample_size(10);
@@ -88,14 +87,10 @@ fn decode(c: &mut Criterion) {
         let ctx = factor * s.p;
         for (name, model) in &models {
             // ctx - 1 cached tokens: the step brings the total to ctx, inside t = factor.
-            let cache = prefilled(model, ctx - 1, s.vocab);
-            let token = ids(1, s.vocab, ctx);
+            let session = prefilled(model, ctx - 1, s.vocab);
+            let token = id(ctx, s.vocab);
             group.bench_function(BenchmarkId::new(*name, format!("{factor}P")), |b| {
-                b.iter_batched_ref(
-                    || cache.clone(),
-                    |cache| black_box(model.forward_with(token.clone(), Some(cache), &opts).expect("step").logits),
-                    BatchSize::PerIteration,
-                )
+                b.iter_batched_ref(|| session.clone(), |session| black_box(session.step(token).expect("step")), BatchSize::PerIteration)
             });
         }
     }
@@ -103,14 +98,10 @@ fn decode(c: &mut Criterion) {
     // cached key of every layer; for plain RoPE it is an ordinary step.
     let ctx = 4 * s.p;
     for (name, model) in &models {
-        let cache = prefilled(model, ctx, s.vocab);
-        let token = ids(1, s.vocab, ctx + 1);
+        let session = prefilled(model, ctx, s.vocab);
+        let token = id(ctx + 1, s.vocab);
         group.bench_function(BenchmarkId::new(format!("{name}_boundary"), "4P"), |b| {
-            b.iter_batched_ref(
-                || cache.clone(),
-                |cache| black_box(model.forward_with(token.clone(), Some(cache), &opts).expect("step").logits),
-                BatchSize::PerIteration,
-            )
+            b.iter_batched_ref(|| session.clone(), |session| black_box(session.step(token).expect("step")), BatchSize::PerIteration)
         });
     }
     group.finish();

@@ -5,9 +5,10 @@ use burn::module::Module;
 use burn::nn::Linear;
 use burn::tensor::activation::softmax;
 use burn::tensor::{Bool, DType, FloatDType, Tensor, backend::Backend};
+use clex_core::ClexBackend;
 use clex_core::rope::apply_rotary_seq_major;
 
-use crate::cache::LayerKv;
+use crate::cache::{LayerKv, Plan};
 
 /// Rotary inputs of one forward, shared by every layer.
 #[derive(Debug, Clone)]
@@ -16,11 +17,6 @@ pub struct RotaryBatch<B: Backend> {
     pub cos: Tensor<B, 3>,
     /// sin for the new tokens, `[batch or 1, seq, rot]`.
     pub sin: Tensor<B, 3>,
-    /// cos/sin for ALL key positions `[batch or 1, total, rot]` when the cached raw keys must
-    /// be re-rotated (CLEX t changed).
-    pub rerotate: Option<(Tensor<B, 3>, Tensor<B, 3>)>,
-    /// Keep un-rotated keys in the cache (CLEX under the reference policy).
-    pub keep_raw: bool,
     /// Multiplies queries (CLEX log scaling λ(N)).
     pub query_scale: Option<f32>,
 }
@@ -44,7 +40,7 @@ pub struct Attention<B: Backend> {
     pub head_dim: usize,
 }
 
-impl<B: Backend> Attention<B> {
+impl<B: ClexBackend> Attention<B> {
     /// `[b, s, heads·d]` → `[b, s, heads, d]`: the projection's own layout, no copy.
     fn split_heads(&self, x: Tensor<B, 3>, heads: usize) -> Tensor<B, 4> {
         let [b, s, _] = x.dims();
@@ -66,14 +62,20 @@ impl<B: Backend> Attention<B> {
     /// # Shapes
     /// - `x`: `[batch, seq, hidden]`
     /// - `mask`: `[batch or 1, 1, seq, total]`, true where attention is not allowed
+    /// - `kv`: this layer's cache and the forward's [`Plan`] for it
     /// - returns `[batch, seq, hidden]`
     ///
     /// Queries, keys, values and the cache stay sequence-major (`[batch, seq, heads, d]`,
     /// the projections' layout): rotation and cache appends then work on contiguous
     /// tensors, and the attention products read head-major views of them without a copy.
-    pub fn forward(&self, x: Tensor<B, 3>, rot: &RotaryBatch<B>, kv: Option<&mut LayerKv<B>>, mask: &Tensor<B, 4, Bool>) -> Tensor<B, 3> {
+    pub fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        rot: &RotaryBatch<B>,
+        kv: Option<(&mut LayerKv<B>, &Plan<B>)>,
+        mask: &Tensor<B, 4, Bool>,
+    ) -> Tensor<B, 3> {
         let [b, s, _] = x.dims();
-        let x_device = x.device();
         let q = self.split_heads(self.q_proj.forward(x.clone()), self.num_heads);
         let k = self.split_heads(self.k_proj.forward(x.clone()), self.num_kv_heads);
         let v = self.split_heads(self.v_proj.forward(x), self.num_kv_heads);
@@ -84,33 +86,16 @@ impl<B: Backend> Attention<B> {
         }
         let (k_all, v_all) = match kv {
             None => (apply_rotary_seq_major(k, rot.cos.clone(), rot.sin.clone()), v),
-            Some(kv) => {
-                let cat = |old: Option<Tensor<B, 4>>, new: Tensor<B, 4>| match old {
-                    Some(old) => Tensor::cat(vec![old, new], 1),
-                    None => new,
-                };
-                if rot.keep_raw {
-                    kv.raw_k.push(k.clone());
-                }
-                let k_rot = match (&rot.rerotate, rot.keep_raw) {
-                    // t changed: every cached raw key, rotated once with the new θ.
-                    (Some((cos_all, sin_all)), true) => {
-                        let raw = kv.raw_k.joined().expect("just pushed");
-                        apply_rotary_seq_major(raw, cos_all.clone(), sin_all.clone())
-                    }
-                    _ => cat(kv.rot_k.take(), apply_rotary_seq_major(k, rot.cos.clone(), rot.sin.clone())),
-                };
-                let v_all = cat(kv.v.take(), v);
-                kv.rot_k = Some(k_rot.clone());
-                kv.v = Some(v_all.clone());
-                (k_rot, v_all)
-            }
+            Some((kv, plan)) => kv.append(k, v, &rot.cos, &rot.sin, plan),
         };
         // Head-major views [b, heads, n, d] for the products.
         let q = q.swap_dims(1, 2);
         let k_all = self.repeat_kv(k_all).swap_dims(1, 2);
         let v_all = self.repeat_kv(v_all).swap_dims(1, 2);
-        let rows = if s == 1 && gemv_unsafe::<B>(&x_device) { 2 } else { s };
+        // One query row makes both products vector-matrix products over the cache length,
+        // which some backends cannot run at every length (ClexBackend::GEMV_ANY_LENGTH): there
+        // a copied second row (dropped after) makes them general matmuls.
+        let rows = if s == 1 && !B::GEMV_ANY_LENGTH { 2 } else { s };
         let (q, mask) = if rows != s { (q.repeat_dim(2, 2), mask.clone().repeat_dim(2, 2)) } else { (q, mask.clone()) };
         let scores = q.matmul(k_all.swap_dims(2, 3)).mul_scalar(1.0 / (self.head_dim as f64).sqrt());
         // Mask and softmax in f32 whatever the compute dtype, as transformers' eager path
@@ -125,14 +110,4 @@ impl<B: Backend> Attention<B> {
         let out = out.swap_dims(1, 2).reshape([b, s, self.num_heads * self.head_dim]);
         self.o_proj.forward(out)
     }
-}
-
-/// One query row (a decode step) makes both attention products vector-matrix products over
-/// the cache length. cubecl 0.10's matmul autotune (wgpu, cuda) caches its pick per bucket of
-/// lengths, and its gemv kernels refuse lengths that are not a multiple of the GPU's plane
-/// size: a pick tuned at 48 cached keys panics at 41 ("Rhs dimension n=41 must be a multiple
-/// of plane size"). There a second, copied query row (dropped after) makes them general
-/// matmuls, which take any length. Other backends' gemv takes any length, so they keep it.
-fn gemv_unsafe<B: Backend>(device: &B::Device) -> bool {
-    B::name(device).contains("cubecl")
 }

@@ -1,6 +1,6 @@
 //! The concrete backend, chosen by cargo feature. This is the only module in the workspace
-//! that decides it: everything else is generic over `B: Backend`, and asks the capability
-//! constants below instead of matching a backend's name.
+//! that decides it: everything else is generic over the backend, and asks capabilities (the
+//! constants below, and those of `clex_core::ClexBackend`) instead of matching its name.
 //!
 //! | feature | backend | device |
 //! |---|---|---|

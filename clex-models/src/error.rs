@@ -85,6 +85,14 @@ pub enum ModelError {
         /// What is wrong, naming the key or tensor.
         source: GgufError,
     },
+    /// A `tokenizer.json` could not be read.
+    #[error("{path}: {message}")]
+    Tokenizer {
+        /// The file.
+        path: PathBuf,
+        /// What the tokenizers crate said.
+        message: String,
+    },
     /// A CLEX-level problem.
     #[error(transparent)]
     Clex(#[from] ClexError),

@@ -6,9 +6,10 @@ use burn::module::Module;
 use burn::nn::{LayerNorm, Linear, RmsNorm};
 use burn::tensor::activation::{gelu, silu};
 use burn::tensor::{Bool, Tensor, backend::Backend};
+use clex_core::ClexBackend;
 
 use crate::attention::{Attention, RotaryBatch};
-use crate::cache::LayerKv;
+use crate::cache::{LayerKv, Plan};
 use crate::config::Activation;
 
 /// RMSNorm (LLaMA) or LayerNorm (GPT-NeoX).
@@ -93,7 +94,7 @@ pub struct Block<B: Backend> {
     pub parallel_residual: bool,
 }
 
-impl<B: Backend> Block<B> {
+impl<B: ClexBackend> Block<B> {
     /// # Shapes
     /// - `x`: `[batch, seq, hidden]` → `[batch, seq, hidden]`
     pub fn forward(
@@ -101,7 +102,7 @@ impl<B: Backend> Block<B> {
         x: Tensor<B, 3>,
         act: Activation,
         rot: &RotaryBatch<B>,
-        kv: Option<&mut LayerKv<B>>,
+        kv: Option<(&mut LayerKv<B>, &Plan<B>)>,
         mask: &Tensor<B, 4, Bool>,
     ) -> Tensor<B, 3> {
         let attn = self.attention.forward(self.input_norm.forward(x.clone()), rot, kv, mask);

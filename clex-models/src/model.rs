@@ -2,21 +2,22 @@
 //! files only name and shape its tensors), with the forward passes the CLI, evaluation and
 //! training share.
 
-use burn::module::Module;
+use burn::module::{Content, DisplaySettings, Module, ModuleDisplay};
 use burn::nn::{Embedding, Linear};
 use burn::tensor::{Bool, DType, FloatDType, Int, Tensor, TensorData, backend::Backend};
 use clex_core::clex::{ScalingFactor, log_scale};
 use clex_core::rope::cos_sin;
-use clex_core::{ClexLayer, RopeConfig, RopeScaling};
+use clex_core::{ClexBackend, ClexLayer, RopeConfig, frequencies};
 
 use crate::attention::RotaryBatch;
-use crate::cache::{CachePolicy, KvCache};
+use crate::cache::{CachePolicy, KvCache, Plan};
 use crate::config::ModelConfig;
 use crate::error::ModelError;
 use crate::layers::{Block, Norm};
 
 /// A LLaMA or GPT-NeoX causal language model, optionally with CLEX.
 #[derive(Module, Debug)]
+#[module(custom_display)]
 pub struct CausalLm<B: Backend> {
     /// Token embedding (`embed_tokens` / `embed_in`).
     pub embed: Embedding<B>,
@@ -54,13 +55,28 @@ pub struct ForwardOutput<B: Backend> {
     pub scaling_factor: Option<ScalingFactor>,
 }
 
-/// Frequencies in force for one forward.
-struct Frequencies<B: Backend> {
-    inv_freq: Tensor<B, 1>,
-    attention_scaling: f32,
-    /// Changes exactly when the frequencies change with length.
-    epoch: u64,
-    scaling_factor: Option<ScalingFactor>,
+/// What a module summary (burn-train's learner summary) shows: the model's shape, not every
+/// tensor and not the raw `config.json`.
+impl<B: Backend> ModuleDisplay for CausalLm<B> {
+    fn custom_settings(&self) -> Option<DisplaySettings> {
+        DisplaySettings::new().with_new_line_after_attribute(true).optional()
+    }
+
+    fn custom_content(&self, content: Content) -> Option<Content> {
+        let c = &self.config;
+        content
+            .add("architecture", &c.arch.model_type().to_string())
+            .add("layers", &c.num_layers)
+            .add("hidden", &c.hidden_size)
+            .add("intermediate", &c.intermediate_size)
+            .add("heads", &c.num_heads)
+            .add("kv_heads", &c.num_kv_heads)
+            .add("head_dim", &c.head_dim)
+            .add("vocab", &c.vocab_size)
+            .add("rope", &c.rope.scaling.kind().to_string())
+            .add("max_position_embeddings", &c.rope.max_position_embeddings)
+            .optional()
+    }
 }
 
 impl<B: Backend> CausalLm<B> {
@@ -101,7 +117,7 @@ impl<B: Backend> CausalLm<B> {
 
     /// An empty KV cache for this model.
     pub fn new_cache(&self, policy: CachePolicy) -> KvCache<B> {
-        KvCache::new(policy, self.layers.len())
+        KvCache::new(policy, self.layers.len(), self.clex_layer.is_some(), self.config.log_scale)
     }
 
     fn device(&self) -> B::Device {
@@ -110,23 +126,6 @@ impl<B: Backend> CausalLm<B> {
 
     fn dtype(&self) -> DType {
         self.embed.weight.val().dtype()
-    }
-
-    fn frequencies(&self, n: usize) -> Frequencies<B> {
-        let rope = &self.config.rope;
-        if let Some(clex) = &self.clex_layer {
-            let sf = clex.scaling_factor(n);
-            return Frequencies { inv_freq: clex.theta(sf.t), attention_scaling: 1.0, epoch: sf.t as u64, scaling_factor: Some(sf) };
-        }
-        let f = rope.frequencies(n);
-        let epoch = match &rope.scaling {
-            RopeScaling::Dynamic { .. } => n.max(rope.max_position_embeddings) as u64,
-            RopeScaling::LongRope(p) => (n > p.original_max_position_embeddings) as u64,
-            _ => 0,
-        };
-        let k = f.inv_freq.len();
-        let inv_freq = Tensor::from_data(TensorData::new(f.inv_freq, [k]), (&self.device(), DType::F32));
-        Frequencies { inv_freq, attention_scaling: f.attention_scaling, epoch, scaling_factor: None }
     }
 
     /// cos/sin `[rows, seq, rot]` for per-row positions (f32, may be fractional), in the
@@ -185,7 +184,10 @@ impl<B: Backend> CausalLm<B> {
     fn positions(from: usize, to: usize, pads: &[usize]) -> Vec<f32> {
         pads.iter().flat_map(|&p| (from..to).map(move |j| j.saturating_sub(p) as f32)).collect()
     }
+}
 
+/// The forwards: every attention runs on a [`ClexBackend`], which says what its matmuls can do.
+impl<B: ClexBackend> CausalLm<B> {
     /// A forward without cache: `[batch, seq]` token ids → `[batch, seq, vocab]` logits.
     pub fn forward(&self, tokens: Tensor<B, 2, Int>) -> Result<Tensor<B, 3>, ModelError> {
         Ok(self.forward_with(tokens, None, &ForwardOptions::default())?.logits)
@@ -210,74 +212,45 @@ impl<B: Backend> CausalLm<B> {
         if s == 0 {
             return Err(ModelError::Invalid("forward needs at least one token".into()));
         }
-        let past = cache.as_ref().map(|c| c.len).unwrap_or(0);
-        let pads: Vec<usize> = match (&cache, &opts.left_padding) {
-            (Some(c), _) if !c.is_empty() => c.pads.clone(),
-            (_, Some(p)) => p.clone(),
-            _ => vec![0; b],
+        let pads = match (cache.as_deref().and_then(KvCache::pads), &opts.left_padding) {
+            (Some(p), _) if p.len() != b => {
+                return Err(ModelError::Invalid(format!("the cache holds {} rows, this forward has {b}", p.len())));
+            }
+            (Some(p), _) => p.to_vec(),
+            (None, Some(p)) => p.clone(),
+            (None, None) => vec![0; b],
         };
         if pads.len() != b {
             return Err(ModelError::Invalid(format!("left_padding has {} rows, the batch has {b}", pads.len())));
         }
-        if let Some(c) = &cache
-            && !c.is_empty()
-            && c.pads.len() != b
-        {
-            return Err(ModelError::Invalid(format!("the cache holds {} rows, this forward has {b}", c.pads.len())));
-        }
+        let past = cache.as_deref().map_or(0, KvCache::len);
         let total = past + s;
-        let freqs = self.frequencies(total);
-
-        if let Some(c) = cache.as_deref_mut()
-            && c.policy == CachePolicy::Recompute
-            && !c.is_empty()
-            && (c.epoch != Some(freqs.epoch) || self.config.log_scale)
-        {
+        let freqs = frequencies(self.rope(), self.clex_layer.as_ref(), total, &self.device());
+        let uniform = pads.iter().all(|&p| p == 0);
+        let (rows, row_pads) = if uniform { (1, vec![0]) } else { (b, pads.clone()) };
+        let tables =
+            |from| self.rotary_tables(Self::positions(from, total, &row_pads), rows, freqs.inv_freq.clone(), freqs.attention_scaling);
+        let plan = cache.as_deref().map(|c| c.plan(freqs.key, || tables(0)));
+        if let (Some(c), Some(Plan::Replay)) = (cache.as_deref_mut(), &plan) {
             // Frequencies changed (or, with log scaling, λ(N) did): replay everything so far
             // so that every layer sees what a full forward would.
-            let all = Tensor::cat(vec![c.tokens.take().expect("a non-empty cache holds its tokens"), tokens], 1);
-            let pads = c.pads.clone();
-            let stats = c.stats;
-            c.clear();
-            c.stats = stats;
-            c.stats.recomputes += 1;
-            c.stats.recomputed_tokens += total;
+            let (all, pads) = c.replay(tokens);
             let out = self.forward_with(all, Some(c), &ForwardOptions { hidden_states: opts.hidden_states, left_padding: Some(pads) })?;
             let narrow = |t: Tensor<B, 3>| t.narrow(1, total - s, s);
             return Ok(ForwardOutput {
-                logits: narrow(out.logits),
                 hidden_states: out.hidden_states.into_iter().map(narrow).collect(),
-                scaling_factor: out.scaling_factor,
+                logits: narrow(out.logits),
+                ..out
             });
         }
-
-        let uniform = pads.iter().all(|&p| p == 0);
-        let rows = if uniform { 1 } else { b };
-        let row_pads = if uniform { vec![0] } else { pads.clone() };
-        let keep_raw = self.clex_layer.is_some() && cache.as_ref().is_some_and(|c| c.policy == CachePolicy::Reference);
-        let rerotate = keep_raw && past > 0 && cache.as_ref().is_some_and(|c| c.epoch != Some(freqs.epoch));
-        let (cos, sin) = self.rotary_tables(Self::positions(past, total, &row_pads), rows, freqs.inv_freq.clone(), freqs.attention_scaling);
-        let rerotate = if rerotate {
-            Some(self.rotary_tables(Self::positions(0, total, &row_pads), rows, freqs.inv_freq.clone(), freqs.attention_scaling))
-        } else {
-            None
-        };
-        let rot = RotaryBatch { cos, sin, rerotate, keep_raw, query_scale: self.query_scale(total) };
-        let mask = self.mask(if uniform { 1 } else { b }, s, past, &row_pads);
+        let (cos, sin) = tables(past);
+        let rot = RotaryBatch { cos, sin, query_scale: self.query_scale(total) };
+        let mask = self.mask(rows, s, past, &row_pads);
         let mask = if uniform && b > 1 { mask.expand([b, self.config.num_heads, s, total]) } else { mask };
-
-        let (logits, hidden_states) = self.run(tokens.clone(), &rot, cache.as_deref_mut(), &mask, opts.hidden_states);
-        if let Some(c) = cache {
-            if rot.rerotate.is_some() {
-                c.stats.rerotations += 1;
-            }
-            c.tokens = Some(match c.tokens.take() {
-                Some(old) => Tensor::cat(vec![old, tokens], 1),
-                None => tokens,
-            });
-            c.len = total;
-            c.epoch = Some(freqs.epoch);
-            c.pads = pads;
+        let kv = cache.as_deref_mut().zip(plan.as_ref());
+        let (logits, hidden_states) = self.run(tokens.clone(), &rot, kv, &mask, opts.hidden_states);
+        if let (Some(c), Some(plan)) = (cache, &plan) {
+            c.commit(tokens, freqs.key, pads, plan);
         }
         Ok(ForwardOutput { logits, hidden_states, scaling_factor: freqs.scaling_factor })
     }
@@ -290,7 +263,7 @@ impl<B: Backend> CausalLm<B> {
     /// - returns logits `[batch, seq, vocab]`
     pub fn forward_rotary(&self, tokens: Tensor<B, 2, Int>, cos: Tensor<B, 3>, sin: Tensor<B, 3>) -> Tensor<B, 3> {
         let [b, s] = tokens.dims();
-        let rot = RotaryBatch { cos, sin, rerotate: None, keep_raw: false, query_scale: None };
+        let rot = RotaryBatch { cos, sin, query_scale: None };
         let mask = self.mask(1, s, 0, &[0]).expand([b, self.config.num_heads, s, s]);
         self.run(tokens, &rot, None, &mask, false).0
     }
@@ -299,7 +272,7 @@ impl<B: Backend> CausalLm<B> {
         &self,
         tokens: Tensor<B, 2, Int>,
         rot: &RotaryBatch<B>,
-        mut cache: Option<&mut KvCache<B>>,
+        mut cache: Option<(&mut KvCache<B>, &Plan<B>)>,
         mask: &Tensor<B, 4, Bool>,
         keep_hidden: bool,
     ) -> (Tensor<B, 3>, Vec<Tensor<B, 3>>) {
@@ -310,7 +283,7 @@ impl<B: Backend> CausalLm<B> {
             if keep_hidden {
                 hidden.push(x.clone());
             }
-            let kv = cache.as_deref_mut().map(|c| &mut c.layers[i]);
+            let kv = cache.as_mut().map(|(c, plan)| (c.layer_mut(i), *plan));
             x = layer.forward(x, act, rot, kv, mask);
         }
         let x = self.final_norm.forward(x);

@@ -3,16 +3,17 @@
 //! so the decode loop, the token tensors and the read-back of logits exist once.
 
 use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
-use clex_core::RopeScaling;
 use clex_core::clex::ScalingFactor;
+use clex_core::{ClexBackend, RopeScaling};
 
 use crate::cache::{CachePolicy, KvCache};
 use crate::error::ModelError;
 use crate::model::{CausalLm, ForwardOptions};
 use crate::sampling::{Sampler, SamplingParams};
 
-/// A model and the KV cache of one sequence.
-#[derive(Debug)]
+/// A model and the KV cache of one sequence. A clone shares the cache's tensors (handles
+/// only) and goes on independently.
+#[derive(Debug, Clone)]
 pub struct Session<'m, B: Backend> {
     model: &'m CausalLm<B>,
     cache: KvCache<B>,
@@ -30,7 +31,7 @@ fn host_rows<B: Backend>(logits: Tensor<B, 3>) -> Result<Vec<f32>, ModelError> {
     logits.into_data().convert::<f32>().to_vec::<f32>().map_err(|e| ModelError::Invalid(format!("reading logits back: {e:?}")))
 }
 
-impl<'m, B: Backend> Session<'m, B> {
+impl<'m, B: ClexBackend> Session<'m, B> {
     /// An empty session on `model` whose cache follows `policy`.
     pub fn new(model: &'m CausalLm<B>, policy: CachePolicy) -> Self {
         Session { model, cache: model.new_cache(policy), tokens: Vec::new(), scaling_factor: None }
@@ -182,7 +183,7 @@ pub struct Generation<'s, 'm, B: Backend> {
     stop: Option<StopReason>,
 }
 
-impl<B: Backend> Generation<'_, '_, B> {
+impl<B: ClexBackend> Generation<'_, '_, B> {
     /// Why generation ended (`None` while it runs).
     pub fn stop(&self) -> Option<StopReason> {
         self.stop
@@ -236,7 +237,7 @@ impl<B: Backend> Generation<'_, '_, B> {
     }
 }
 
-impl<B: Backend> Iterator for Generation<'_, '_, B> {
+impl<B: ClexBackend> Iterator for Generation<'_, '_, B> {
     type Item = Result<u32, ModelError>;
 
     fn next(&mut self) -> Option<Self::Item> {

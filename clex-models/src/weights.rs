@@ -1,20 +1,40 @@
-//! Reading HF safetensors checkpoints: one file or a sharded index, memory-mapped (or an
-//! in-memory image, e.g. of a GGUF's dequantised tensors), f32 / f16 / bf16 on disk converted
-//! to the compute dtype, every tensor checked against the shape the config implies, and every
-//! tensor on disk accounted for.
+//! A model's weights under HF names: safetensors files (one, or a sharded index,
+//! memory-mapped; f32 / f16 / bf16 on disk) or f32 host tensors (a GGUF's dequantised
+//! tensors), converted to the compute dtype, every tensor checked against the shape the
+//! config implies, and every tensor accounted for.
 
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use burn::module::Param;
 use burn::nn::Linear;
 use burn::tensor::{DType, Tensor, TensorData, backend::Backend};
 use memmap2::Mmap;
-use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+use safetensors::{Dtype, SafeTensors};
 
 use crate::error::ModelError;
-use crate::hf::HostTensor;
+
+/// A host tensor in HF name and layout: what a GGUF is read into and what saving writes.
+#[derive(Debug, Clone)]
+pub struct HostTensor {
+    /// HF name.
+    pub name: String,
+    /// HF shape.
+    pub shape: Vec<usize>,
+    /// Row-major values.
+    pub values: Vec<f32>,
+    /// Kept in f32 whatever the model dtype (CLEX parameters).
+    pub force_f32: bool,
+}
+
+/// An HF `nn.Linear` weight `[out, in]` as burn's `[in, out]`, materialised rather than a
+/// transposed view: a strided weight would be copied to contiguous memory by every matmul
+/// (most of a CPU decode step).
+pub(crate) fn in_out_weight<B: Backend>(w_out_in: Tensor<B, 2>, device: &B::Device, dtype: DType) -> Tensor<B, 2> {
+    Tensor::from_data(w_out_in.transpose().into_data(), (device, dtype))
+}
 
 /// Buffers some HF checkpoints carry that no model reads (recomputed rotary tables, causal
 /// mask buffers of old GPT-NeoX exports). Present or not, they are ignored.
@@ -35,27 +55,29 @@ fn decode(dtype: Dtype, b: &[u8]) -> Option<Vec<f32>> {
     })
 }
 
-/// The bytes of one safetensors file: mapped from disk, or built in memory (a converted GGUF).
-enum Bytes {
-    Mapped(Mmap),
-    Owned(Vec<u8>),
+/// One tensor of a safetensors file, as its header describes it.
+struct Entry {
+    /// Index into the files.
+    file: usize,
+    dtype: Dtype,
+    shape: Vec<usize>,
+    /// Byte range in the file.
+    bytes: Range<usize>,
 }
 
-impl std::ops::Deref for Bytes {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        match self {
-            Bytes::Mapped(m) => m,
-            Bytes::Owned(v) => v,
-        }
-    }
+/// Where a checkpoint's tensors are.
+enum Store {
+    /// safetensors files, memory-mapped, and every tensor's place (headers parsed once).
+    Files { files: Vec<(PathBuf, Mmap)>, index: HashMap<String, Entry> },
+    /// f32 host tensors in HF names and layouts (a GGUF's dequantised tensors), labelled in
+    /// errors by where they came from. A tensor's values move out when the model reads them,
+    /// so the host copy shrinks as the device copy grows.
+    Host { label: PathBuf, shapes: HashMap<String, Vec<usize>>, values: RefCell<HashMap<String, Vec<f32>>> },
 }
 
-/// An opened checkpoint: safetensors files (memory-mapped, or in memory) and a name → file
-/// index.
+/// An opened checkpoint: memory-mapped safetensors files, or f32 host tensors.
 pub struct Checkpoint {
-    files: Vec<(PathBuf, Bytes)>,
-    index: HashMap<String, usize>,
+    store: Store,
     used: RefCell<BTreeSet<String>>,
 }
 
@@ -103,75 +125,104 @@ impl Checkpoint {
             // SAFETY: the file is opened read-only; a concurrent writer truncating it is
             // the user's problem, as with every mmap-based checkpoint loader.
             let mmap = unsafe { Mmap::map(&file) }.map_err(io(path))?;
-            let st = SafeTensors::deserialize(&mmap).map_err(|e| ModelError::Safetensors { path: path.clone(), message: e.to_string() })?;
-            for name in st.names() {
-                if index.insert(name.to_string(), i).is_some() {
+            // Validates the header and every tensor's byte range against the file length.
+            let (header_len, metadata) =
+                SafeTensors::read_metadata(&mmap).map_err(|e| ModelError::Safetensors { path: path.clone(), message: e.to_string() })?;
+            // An 8-byte header length, the JSON header, then the data the offsets count in.
+            let data_start = 8 + header_len;
+            for (name, info) in metadata.tensors() {
+                let (start, end) = info.data_offsets;
+                let entry = Entry { file: i, dtype: info.dtype, shape: info.shape.clone(), bytes: data_start + start..data_start + end };
+                if index.insert(name.clone(), entry).is_some() {
                     return Err(ModelError::Safetensors {
                         path: path.clone(),
                         message: format!("tensor `{name}` appears in more than one shard"),
                     });
                 }
             }
-            drop(st);
-            files.push((path.clone(), Bytes::Mapped(mmap)));
+            files.push((path.clone(), mmap));
         }
-        Ok(Checkpoint { files, index, used: RefCell::new(BTreeSet::new()) })
+        Ok(Checkpoint { store: Store::Files { files, index }, used: RefCell::new(BTreeSet::new()) })
     }
 
-    /// A checkpoint of host tensors (HF names and layouts, f32) held in memory as one
-    /// safetensors image; `label` names it in errors (e.g. the GGUF they came from).
-    pub fn from_tensors(label: &Path, tensors: Vec<HostTensor>) -> Result<Self, ModelError> {
-        let bad = |message: String| ModelError::Safetensors { path: label.to_path_buf(), message };
-        // Each tensor's f32 values are dropped as soon as they are encoded.
-        let encoded: Vec<(String, Vec<usize>, Vec<u8>)> =
-            tensors.into_iter().map(|t| (t.name, t.shape, t.values.iter().flat_map(|v| v.to_le_bytes()).collect())).collect();
-        let views = encoded
-            .iter()
-            .map(|(name, shape, bytes)| {
-                Ok((name.clone(), TensorView::new(Dtype::F32, shape.clone(), bytes).map_err(|e| bad(format!("tensor `{name}`: {e}")))?))
-            })
-            .collect::<Result<Vec<_>, ModelError>>()?;
-        let image = safetensors::serialize(views, None).map_err(|e| bad(e.to_string()))?;
-        drop(encoded);
-        let index =
-            SafeTensors::deserialize(&image).map_err(|e| bad(e.to_string()))?.names().into_iter().map(|n| (n.to_string(), 0)).collect();
-        Ok(Checkpoint { files: vec![(label.to_path_buf(), Bytes::Owned(image))], index, used: RefCell::new(BTreeSet::new()) })
+    /// A checkpoint of host tensors (HF names and layouts, f32), kept as they are; `label`
+    /// names it in errors (e.g. the GGUF they came from).
+    pub fn from_host(label: &Path, tensors: Vec<HostTensor>) -> Result<Self, ModelError> {
+        let mut shapes = HashMap::new();
+        let mut values = HashMap::new();
+        for t in tensors {
+            let n: usize = t.shape.iter().product();
+            if n != t.values.len() {
+                return Err(ModelError::Safetensors {
+                    path: label.to_path_buf(),
+                    message: format!("tensor `{}`: shape {:?} needs {n} values, found {}", t.name, t.shape, t.values.len()),
+                });
+            }
+            if shapes.insert(t.name.clone(), t.shape).is_some() {
+                return Err(ModelError::Safetensors { path: label.to_path_buf(), message: format!("tensor `{}` appears twice", t.name) });
+            }
+            values.insert(t.name, t.values);
+        }
+        Ok(Checkpoint {
+            store: Store::Host { label: label.to_path_buf(), shapes, values: RefCell::new(values) },
+            used: RefCell::new(BTreeSet::new()),
+        })
     }
 
     /// True if the checkpoint has a tensor of this name.
     pub fn contains(&self, name: &str) -> bool {
-        self.index.contains_key(name)
+        match &self.store {
+            Store::Files { index, .. } => index.contains_key(name),
+            Store::Host { shapes, .. } => shapes.contains_key(name),
+        }
     }
 
     fn files_list(&self) -> String {
-        self.files.iter().map(|(p, _)| p.display().to_string()).collect::<Vec<_>>().join(", ")
+        match &self.store {
+            Store::Files { files, .. } => files.iter().map(|(p, _)| p.display().to_string()).collect::<Vec<_>>().join(", "),
+            Store::Host { label, .. } => label.display().to_string(),
+        }
+    }
+
+    fn missing(&self, name: &str, expected: &[usize]) -> ModelError {
+        ModelError::MissingTensor { name: name.to_string(), expected: expected.to_vec(), files: self.files_list() }
     }
 
     /// Tensor `name` as f32 values, checked to have shape `expected`.
     pub fn f32_values(&self, name: &str, expected: &[usize]) -> Result<Vec<f32>, ModelError> {
-        let &i = self.index.get(name).ok_or_else(|| ModelError::MissingTensor {
-            name: name.to_string(),
+        let mismatch = |path: &Path, found: &[usize]| ModelError::ShapeMismatch {
+            name: name.into(),
+            path: path.to_path_buf(),
+            found: found.to_vec(),
             expected: expected.to_vec(),
-            files: self.files_list(),
-        })?;
-        let (path, bytes) = &self.files[i];
-        let st = SafeTensors::deserialize(bytes).map_err(|e| ModelError::Safetensors { path: path.clone(), message: e.to_string() })?;
-        let view = st.tensor(name).map_err(|e| ModelError::Safetensors { path: path.clone(), message: e.to_string() })?;
-        if view.shape() != expected {
-            return Err(ModelError::ShapeMismatch {
-                name: name.into(),
-                path: path.clone(),
-                found: view.shape().to_vec(),
-                expected: expected.to_vec(),
-            });
-        }
-        let values = match view.dtype() {
-            Dtype::F32 | Dtype::F16 | Dtype::BF16 => decode(view.dtype(), view.data()).expect("a float dtype"),
-            other => {
-                return Err(ModelError::Safetensors {
-                    path: path.clone(),
-                    message: format!("tensor `{name}` has dtype {other:?}; supported: F32, F16, BF16"),
-                });
+        };
+        let values = match &self.store {
+            Store::Files { files, index } => {
+                let e = index.get(name).ok_or_else(|| self.missing(name, expected))?;
+                let (path, bytes) = &files[e.file];
+                if e.shape != expected {
+                    return Err(mismatch(path, &e.shape));
+                }
+                match e.dtype {
+                    Dtype::F32 | Dtype::F16 | Dtype::BF16 => decode(e.dtype, &bytes[e.bytes.clone()]).expect("a float dtype"),
+                    other => {
+                        return Err(ModelError::Safetensors {
+                            path: path.clone(),
+                            message: format!("tensor `{name}` has dtype {other:?}; supported: F32, F16, BF16"),
+                        });
+                    }
+                }
+            }
+            Store::Host { label, shapes, values } => {
+                let shape = shapes.get(name).ok_or_else(|| self.missing(name, expected))?;
+                if shape != expected {
+                    return Err(mismatch(label, shape));
+                }
+                // Each tensor is read once by the builder; a second read finds it moved out.
+                values.borrow_mut().remove(name).ok_or_else(|| ModelError::Safetensors {
+                    path: label.clone(),
+                    message: format!("tensor `{name}` was already moved to the model"),
+                })?
             }
         };
         self.used.borrow_mut().insert(name.to_string());
@@ -181,31 +232,45 @@ impl Checkpoint {
     /// Any tensor by name, converted to f32 (integer tensors too, e.g. token ids), with its
     /// shape. Does not count as used.
     pub fn read_f32(&self, name: &str) -> Result<(Vec<f32>, Vec<usize>), ModelError> {
-        let &i = self.index.get(name).ok_or_else(|| ModelError::MissingTensor {
-            name: name.to_string(),
-            expected: vec![],
-            files: self.files_list(),
-        })?;
-        let (path, bytes) = &self.files[i];
-        let st = SafeTensors::deserialize(bytes).map_err(|e| ModelError::Safetensors { path: path.clone(), message: e.to_string() })?;
-        let view = st.tensor(name).map_err(|e| ModelError::Safetensors { path: path.clone(), message: e.to_string() })?;
-        let values = decode(view.dtype(), view.data()).ok_or_else(|| ModelError::Safetensors {
-            path: path.clone(),
-            message: format!("tensor `{name}` has dtype {:?}", view.dtype()),
-        })?;
-        Ok((values, view.shape().to_vec()))
+        match &self.store {
+            Store::Files { files, index } => {
+                let e = index.get(name).ok_or_else(|| self.missing(name, &[]))?;
+                let (path, bytes) = &files[e.file];
+                let values = decode(e.dtype, &bytes[e.bytes.clone()]).ok_or_else(|| ModelError::Safetensors {
+                    path: path.clone(),
+                    message: format!("tensor `{name}` has dtype {:?}", e.dtype),
+                })?;
+                Ok((values, e.shape.clone()))
+            }
+            Store::Host { label, shapes, values } => {
+                let shape = shapes.get(name).ok_or_else(|| self.missing(name, &[]))?;
+                let values = values.borrow().get(name).cloned().ok_or_else(|| ModelError::Safetensors {
+                    path: label.clone(),
+                    message: format!("tensor `{name}` was already moved to the model"),
+                })?;
+                Ok((values, shape.clone()))
+            }
+        }
     }
 
-    /// The on-disk dtype of a tensor.
+    /// The stored dtype of a tensor (F32 for host tensors).
     pub fn dtype_of(&self, name: &str) -> Option<Dtype> {
-        let &i = self.index.get(name)?;
-        let st = SafeTensors::deserialize(&self.files[i].1).ok()?;
-        st.tensor(name).ok().map(|v| v.dtype())
+        match &self.store {
+            Store::Files { index, .. } => index.get(name).map(|e| e.dtype),
+            Store::Host { shapes, .. } => shapes.contains_key(name).then_some(Dtype::F32),
+        }
+    }
+
+    fn all_names(&self) -> Vec<&String> {
+        match &self.store {
+            Store::Files { index, .. } => index.keys().collect(),
+            Store::Host { shapes, .. } => shapes.keys().collect(),
+        }
     }
 
     /// All tensor names, sorted.
     pub fn names(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.index.keys().cloned().collect();
+        let mut v: Vec<String> = self.all_names().into_iter().cloned().collect();
         v.sort();
         v
     }
@@ -222,8 +287,8 @@ impl Checkpoint {
         Ok(Tensor::from_data(TensorData::new(values, expected), (device, dtype)))
     }
 
-    /// An HF `nn.Linear` (`{prefix}.weight` [out, in], optional `{prefix}.bias` [out]) as a
-    /// burn `Linear` ([in, out]).
+    /// An HF `nn.Linear` (`{prefix}.weight` `[out, in]`, optional `{prefix}.bias` `[out]`) as
+    /// a burn `Linear` (`[in, out]`).
     pub fn linear<B: Backend>(
         &self,
         prefix: &str,
@@ -234,7 +299,7 @@ impl Checkpoint {
         dtype: DType,
     ) -> Result<Linear<B>, ModelError> {
         let w: Tensor<B, 2> = self.tensor(&format!("{prefix}.weight"), [d_out, d_in], device, dtype)?;
-        let w = crate::hf::in_out_weight(w, device, dtype);
+        let w = in_out_weight(w, device, dtype);
         let bias = if bias { Some(Param::from_tensor(self.tensor(&format!("{prefix}.bias"), [d_out], device, dtype)?)) } else { None };
         Ok(Linear { weight: Param::from_tensor(w), bias })
     }
@@ -242,8 +307,43 @@ impl Checkpoint {
     /// Tensors on disk that nothing read (ignorable buffers excluded).
     pub fn unused(&self) -> Vec<String> {
         let used = self.used.borrow();
-        let mut v: Vec<String> = self.index.keys().filter(|n| !used.contains(*n) && !is_ignorable(n)).cloned().collect();
+        let mut v: Vec<String> = self.all_names().into_iter().filter(|n| !used.contains(*n) && !is_ignorable(n)).cloned().collect();
         v.sort();
         v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(name: &str, shape: Vec<usize>) -> HostTensor {
+        let n = shape.iter().product();
+        HostTensor { name: name.into(), shape, values: (0..n).map(|i| i as f32).collect(), force_f32: false }
+    }
+
+    /// Host tensors pass the checks files do: a missing tensor and a wrong shape are named
+    /// with the source, the values come back as given, and what nothing read is listed.
+    #[test]
+    fn host_tensors_are_checked_like_files() {
+        let label = Path::new("m.gguf");
+        let ck =
+            Checkpoint::from_host(label, vec![host("a.weight", vec![2, 3]), host("b.weight", vec![4]), host("c.bias", vec![1])]).unwrap();
+        assert_eq!(ck.names(), ["a.weight", "b.weight", "c.bias"]);
+        let e = ck.f32_values("x.weight", &[2]).unwrap_err().to_string();
+        assert!(e.contains("missing tensor `x.weight`") && e.contains("m.gguf"), "{e}");
+        let e = ck.f32_values("a.weight", &[3, 2]).unwrap_err().to_string();
+        assert!(e.contains("a.weight") && e.contains("m.gguf") && e.contains("[2, 3]") && e.contains("[3, 2]"), "{e}");
+        assert_eq!(ck.read_f32("b.weight").unwrap(), (vec![0.0, 1.0, 2.0, 3.0], vec![4]));
+        assert_eq!(ck.f32_values("a.weight", &[2, 3]).unwrap(), [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]);
+        assert_eq!(ck.unused(), ["b.weight", "c.bias"]);
+        let e = ck.f32_values("a.weight", &[2, 3]).unwrap_err().to_string();
+        assert!(e.contains("a.weight") && e.contains("already moved"), "{e}");
+        let e = Checkpoint::from_host(label, vec![host("a", vec![2]), host("a", vec![2])]).err().unwrap().to_string();
+        assert!(e.contains("`a` appears twice"), "{e}");
+        let mut short = host("s", vec![3]);
+        short.values.pop();
+        let e = Checkpoint::from_host(label, vec![short]).err().unwrap().to_string();
+        assert!(e.contains("`s`") && e.contains("needs 3 values"), "{e}");
     }
 }

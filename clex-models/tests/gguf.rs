@@ -19,7 +19,7 @@ use std::path::Path;
 
 use burn::tensor::DType;
 use clex_models::gguf::{self, GgmlType, GgufFile, GgufValue, dequantize, llama::permute_qk, llama::unpermute_qk};
-use clex_models::{CachePolicy, CausalLm, ForwardOptions, GgufError, ModelError, load_model, read_config};
+use clex_models::{CachePolicy, CausalLm, ForwardOptions, GgufError, ModelError, ModelSource};
 use common::*;
 use gguf_files::{U64, Writer, nll, smollm2};
 use half::{bf16, f16};
@@ -391,6 +391,11 @@ fn byte_char(b: u8) -> char {
 /// names, q/k rows permuted, `llama.*` metadata, and a byte-level tokenizer whose ids are
 /// the bytes, plus one merge ("To", id 256) and one control token ("<|end|>", 257).
 fn tiny_llama_gguf(dir: &Path) -> std::path::PathBuf {
+    tiny_llama_writer().write(dir, "tiny-llama.gguf")
+}
+
+/// The writer of [`tiny_llama_gguf`], for tests that add metadata.
+fn tiny_llama_writer() -> Writer {
     let ck = golden("hf/llama.safetensors");
     let mut w = Writer::default();
     w.str("general.architecture", "llama")
@@ -444,7 +449,7 @@ fn tiny_llama_gguf(dir: &Path) -> std::path::PathBuf {
         };
         w.f32_tensor(&gguf_name, &shape, &values);
     }
-    w.write(dir, "tiny-llama.gguf")
+    w
 }
 
 fn tiny_llama_logits_check(model: &CausalLm<B>, what: &str) -> f32 {
@@ -458,19 +463,20 @@ fn tiny_llama_logits_check(model: &CausalLm<B>, what: &str) -> f32 {
 fn a_llama_gguf_loads_converts_and_matches_transformers() {
     let dir = tempfile::tempdir().unwrap();
     let path = tiny_llama_gguf(dir.path());
-    let cfg = read_config(&path).unwrap();
+    let source = ModelSource::open(&path).unwrap();
+    let cfg = source.config();
     assert_eq!((cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.vocab_size), (4, 2, 16, 256));
     assert_eq!((cfg.tie_word_embeddings, cfg.rope.theta, cfg.rope.max_position_embeddings), (false, 10000.0, 128));
     assert_eq!((cfg.bos_token_id, cfg.eos_token_ids.clone()), (Some(1), vec![257]));
-    let from_gguf = tiny_llama_logits_check(&load_model::<B>(&path, &Default::default(), DType::F32).unwrap(), "gguf logits");
+    let from_gguf = tiny_llama_logits_check(&source.load::<B>(&Default::default(), DType::F32).unwrap(), "gguf logits");
 
     let out = dir.path().join("hf");
-    let converted = gguf::convert::<B>(&path, &out, &Default::default()).unwrap();
+    let converted = clex_models::convert_gguf::<B>(&path, &out, &Default::default()).unwrap();
     assert_eq!(converted.tokenizer_skipped, None);
     for f in ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "generation_config.json"] {
         assert!(out.join(f).is_file(), "{f} not written");
     }
-    let from_dir = tiny_llama_logits_check(&load_model::<B>(&out, &Default::default(), DType::F32).unwrap(), "converted logits");
+    let from_dir = tiny_llama_logits_check(&load_path(&out).unwrap(), "converted logits");
     eprintln!("tiny LLaMA GGUF vs transformers: max |diff| {from_gguf:.2e} (GGUF), {from_dir:.2e} (converted HF directory)");
 
     // The embedded tokenizer: bytes, the merge, the control token; and the same from tokenizer.json.
@@ -484,15 +490,44 @@ fn a_llama_gguf_loads_converts_and_matches_transformers() {
     }
 }
 
+/// A GGUF is opened once: the file is deleted right after `ModelSource::open`, and the
+/// config, tokenizer, BOS switch and weights still come from the one mapping (opening the
+/// path again fails, so a method that re-opened it would too). The model loaded that way
+/// equals the one loaded while the file was there, and transformers' logits.
+#[test]
+fn a_gguf_source_opens_its_file_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = tiny_llama_writer();
+    w.bool("tokenizer.ggml.add_bos_token", true);
+    let path = w.write(dir.path(), "once.gguf");
+    let before = load_path(&path).unwrap();
+    let source = ModelSource::open(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    assert!(ModelSource::open(&path).is_err(), "{} is still there", path.display());
+
+    assert_eq!((source.config().vocab_size, source.config().num_kv_heads), (256, 2));
+    // Absent, the key means false: true can only come from the file.
+    assert!(source.add_bos().unwrap());
+    let tok = source.tokenizer().unwrap();
+    assert_eq!(tok.encode("To be<|end|>", false).unwrap().get_ids(), [256, 32, 98, 101, 257]);
+    let tokens: Vec<f32> = (0..40).map(|i| ((i * 37 + 5) % 256) as f32).collect();
+    let want = values(before.forward(ids(&tokens)).unwrap());
+    for _ in 0..2 {
+        let model = source.load::<B>(&Default::default(), DType::F32).unwrap();
+        assert_eq!(values(model.forward(ids(&tokens)).unwrap()), want);
+        tiny_llama_logits_check(&model, "GGUF loaded after its file was deleted");
+    }
+}
+
 #[test]
 fn gguf_mapping_errors_name_the_key_or_tensor() {
     let dir = tempfile::tempdir().unwrap();
     let mut w = small_file(3);
     w.kvs.retain(|(k, _, _)| k != "general.architecture");
     w.str("general.architecture", "gpt2");
-    let err = read_config(&w.write(dir.path(), "gpt2.gguf")).unwrap_err().to_string();
+    let err = ModelSource::open(&w.write(dir.path(), "gpt2.gguf")).err().unwrap().to_string();
     assert!(err.contains("gpt2.gguf") && err.contains("general.architecture") && err.contains("gpt2"), "{err}");
-    let err = read_config(&small_file(3).write(dir.path(), "nokeys.gguf")).unwrap_err().to_string();
+    let err = ModelSource::open(&small_file(3).write(dir.path(), "nokeys.gguf")).err().unwrap().to_string();
     assert!(err.contains("nokeys.gguf") && err.contains("llama.attention.head_count"), "{err}");
     let g = GgufFile::open(&small_file(3).write(dir.path(), "names.gguf")).unwrap();
     let err = gguf::tokenizer(&g).unwrap_err().to_string();
@@ -558,12 +593,12 @@ fn check_smollm2(what: &str, model: &CausalLm<B>, g: &Golden) {
 fn smollm2_logits_argmax_and_nll_match_transformers() {
     let Some(path) = smollm2() else { return };
     let g = smollm2_golden();
-    let model = load_model::<B>(&path, &Default::default(), DType::F32).unwrap();
+    let model = load_path(&path).unwrap();
     check_smollm2("the GGUF", &model, &g);
     drop(model);
     let dir = tempfile::tempdir().unwrap();
-    gguf::convert::<B>(&path, dir.path(), &Default::default()).unwrap();
-    let model = load_model::<B>(dir.path(), &Default::default(), DType::F32).unwrap();
+    clex_models::convert_gguf::<B>(&path, dir.path(), &Default::default()).unwrap();
+    let model = load_path(dir.path()).unwrap();
     check_smollm2("the converted HF directory", &model, &g);
 }
 
@@ -590,7 +625,7 @@ fn smollm2_tokenizer_round_trips_the_golden_ids() {
 #[test]
 fn smollm2_greedy_generation_says_paris() {
     let Some(path) = smollm2() else { return };
-    let model = load_model::<B>(&path, &Default::default(), DType::F32).unwrap();
+    let model = load_path(&path).unwrap();
     let tok = gguf::tokenizer(&GgufFile::open(&path).unwrap()).unwrap();
     let prompt = "The capital of France is";
     let mut seq: Vec<f32> = tok.encode(prompt, false).unwrap().get_ids().iter().map(|&i| i as f32).collect();

@@ -165,12 +165,11 @@ fn longrope_cached_decode_follows_transformers() {
 #[test]
 fn llama_with_biases_matches_transformers() {
     let g = golden("hf_extra/logits.safetensors");
-    let model = clex_models::load_from_files::<B>(
+    let model = clex_models::ModelSource::from_files(
         &fixture("hf_extra/llama_bias.json"),
         &[fixture("hf/llama.safetensors"), fixture("hf_extra/llama_bias.safetensors")],
-        &Default::default(),
-        burn::tensor::DType::F32,
     )
+    .and_then(|s| s.load::<B>(&Default::default(), burn::tensor::DType::F32))
     .unwrap();
     let worst = check_rows(&model, &g, "llama_bias/L64", 64, 7e-5);
     eprintln!("llama with biases, max abs logit error {worst:.2e}");

@@ -3,9 +3,9 @@
 
 mod common;
 
-use burn::tensor::{DType, Int, Tensor, TensorData};
-use clex_core::{ClexAct, ClexParams};
-use clex_models::{ModelConfig, attach_fresh_clex, init_model, load_model, save_model};
+use burn::tensor::{Int, Tensor, TensorData};
+use clex_core::ClexParams;
+use clex_models::{ModelConfig, attach_fresh_clex, init_model, save_model};
 use common::*;
 
 fn tokens(n: usize) -> Tensor<B, 2, Int> {
@@ -16,7 +16,7 @@ fn tokens(n: usize) -> Tensor<B, 2, Int> {
 #[test]
 fn fresh_clex_layer_starts_as_dynamic_ntk_factor_two() {
     let base = load("hf/llama_default.json", "hf/llama.safetensors");
-    let params = ClexParams { max_factor: 8, param_factor: 1, act: ClexAct::Tanh, time_dt: 0.01 };
+    let params = ClexParams::fresh(8);
     let clex = attach_fresh_clex(base, params).unwrap();
     assert!(clex.config().is_clex());
     let base = load("hf/llama_default.json", "hf/llama.safetensors");
@@ -29,14 +29,14 @@ fn fresh_clex_layer_starts_as_dynamic_ntk_factor_two() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("config.json"), cfg.raw.to_string()).unwrap();
     std::fs::copy(fixture("hf/llama.safetensors"), dir.path().join("model.safetensors")).unwrap();
-    let dynamic = load_model::<B>(dir.path(), &Default::default(), DType::F32).unwrap();
+    let dynamic = load_path(dir.path()).unwrap();
     // The frequencies themselves: θ(t) from the f32 ODE against dynamic NTK's closed form at
     // N = t·P, for every t up to T_max.
     let p = base.rope().max_position_embeddings;
     let mut worst_theta = 0.0f32;
     for t in 2..=8 {
         let ode = values(clex.clex_layer.as_ref().unwrap().theta(t));
-        let ntk = dynamic.rope().frequencies(t * p).inv_freq;
+        let ntk = values(clex_core::frequencies::<B>(dynamic.rope(), None, t * p, &Default::default()).inv_freq);
         for (a, b) in ode.iter().zip(&ntk) {
             worst_theta = worst_theta.max((a - b).abs() / b);
         }
@@ -52,7 +52,7 @@ fn fresh_clex_layer_starts_as_dynamic_ntk_factor_two() {
     // Saved, the CLEX model reloads with its new rope block.
     let out = tempfile::tempdir().unwrap();
     save_model(&clex, out.path()).unwrap();
-    let back = load_model::<B>(out.path(), &Default::default(), DType::F32).unwrap();
+    let back = load_path(out.path()).unwrap();
     assert_eq!(back.rope().scaling, clex.rope().scaling);
     assert_eq!(values(back.forward(tokens(300)).unwrap()), values(clex.forward(tokens(300)).unwrap()));
 }
@@ -73,6 +73,6 @@ fn init_from_config_runs_and_round_trips() {
     assert!(mean < 0.5, "{mean}");
     let dir = tempfile::tempdir().unwrap();
     save_model(&m, dir.path()).unwrap();
-    let back = load_model::<B>(dir.path(), &Default::default(), DType::F32).unwrap();
+    let back = load_path(dir.path()).unwrap();
     assert_eq!(values(back.forward(tokens(40)).unwrap()), logits);
 }

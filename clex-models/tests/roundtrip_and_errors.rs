@@ -8,7 +8,7 @@ use std::path::Path;
 
 use burn::tensor::{DType, Int, Tensor, TensorData};
 use clex_models::weights::Checkpoint;
-use clex_models::{CachePolicy, ForwardOptions, ModelError, hf_tensors, load_model, save_model};
+use clex_models::{CachePolicy, ForwardOptions, ModelError, hf_tensors, save_model};
 use common::*;
 use safetensors::{Dtype, tensor::TensorView};
 
@@ -34,7 +34,7 @@ fn save_then_load_is_exact() {
         let model = load(config, weights);
         let dir = tempfile::tempdir().unwrap();
         save_model(&model, dir.path()).unwrap();
-        let back = load_model::<B>(dir.path(), &Default::default(), DType::F32).unwrap();
+        let back = load_path(dir.path()).unwrap();
         let (a, b) = (values(model.forward(test_ids()).unwrap()), values(back.forward(test_ids()).unwrap()));
         assert_eq!(a, b, "{config}: logits after save/load");
         // The file holds exactly the original tensors, bit for bit.
@@ -67,7 +67,7 @@ fn sharded_checkpoint_loads() {
     let index = serde_json::json!({"metadata": {}, "weight_map": map});
     std::fs::write(dir.path().join("model.safetensors.index.json"), index.to_string()).unwrap();
     std::fs::copy(fixture("clex/gpt_neox_clex.json"), dir.path().join("config.json")).unwrap();
-    let sharded = load_model::<B>(dir.path(), &Default::default(), DType::F32).unwrap();
+    let sharded = load_path(dir.path()).unwrap();
     assert_eq!(values(model.forward(test_ids()).unwrap()), values(sharded.forward(test_ids()).unwrap()));
 }
 
@@ -102,7 +102,7 @@ fn half_precision_checkpoints_load_and_save_in_their_dtype() {
     assert!(rounded > 10, "{rounded} f16 tensors");
     // Reloaded in f32, the rounded weights move the logits by the model's sensitivity to a
     // 2^-11 relative change of every weight. Measured 2.7e-2 (logits up to ~6); ~4x margin.
-    let back = load_model::<B>(dir.path(), &Default::default(), DType::F32).unwrap();
+    let back = load_path(dir.path()).unwrap();
     let back_logits = values(back.forward(test_ids()).unwrap());
     let worst = check("f16-rounded weights, f32 compute", &back_logits, &f32_logits, 0.1);
     // f16 compute (attention softmax in f32) against f32 compute on the same rounded weights:
@@ -114,7 +114,7 @@ fn half_precision_checkpoints_load_and_save_in_their_dtype() {
 }
 
 fn load_from(config: &Path, weights: &Path, dtype: DType) -> clex_models::CausalLm<B> {
-    clex_models::load_from_files::<B>(config, &[weights.to_path_buf()], &Default::default(), dtype).unwrap()
+    clex_models::ModelSource::from_files(config, &[weights.to_path_buf()]).unwrap().load::<B>(&Default::default(), dtype).unwrap()
 }
 
 /// How a test model's rotary frequencies follow the length, written out by hand from the
@@ -317,7 +317,7 @@ fn malformed_inputs_give_specific_errors() {
     let model = load("clex/llama_clex.json", "clex/llama_clex.safetensors");
     let config = std::fs::read_to_string(fixture("clex/llama_clex.json")).unwrap();
     let tensors: Vec<(String, Vec<usize>, Vec<f32>)> = hf_tensors(&model).into_iter().map(|t| (t.name, t.shape, t.values)).collect();
-    let load_dir = |d: &Path| load_model::<B>(d, &Default::default(), DType::F32);
+    let load_dir = load_path;
 
     // Missing tensor.
     let without: Vec<_> = tensors.iter().filter(|t| t.0 != "model.layers.1.mlp.up_proj.weight").cloned().collect();
@@ -385,6 +385,6 @@ fn a_model_without_clex_loads_with_its_own_rope() {
     let v: serde_json::Value = serde_json::from_str(&cfg).unwrap();
     let mut v = v.as_object().unwrap().clone();
     v.remove("rope_scaling");
-    let e = expect_err(load_model::<B>(model_dir(&serde_json::Value::Object(v).to_string(), &t).path(), &Default::default(), DType::F32));
+    let e = expect_err(load_path(model_dir(&serde_json::Value::Object(v).to_string(), &t).path()));
     assert!(e.contains("unexpected tensors") && e.contains("clex_layer"), "{e}");
 }

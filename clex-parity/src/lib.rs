@@ -1,16 +1,20 @@
 //! clex-parity: one numeric suite, generic over burn's `Backend`, that every backend must
 //! pass: the transformers goldens of the tiny LLaMA and GPT-NeoX, the official-CLEX goldens
-//! (full forwards across t boundaries and KV-cache decoding under both cache policies), and a
-//! few CLEX train steps. `tests/` runs it on flex, wgpu and (opt-in) tch; the same numbers
-//! are expected everywhere, within the per-dtype tolerances of [`Tolerance`].
+//! (full forwards across t boundaries and KV-cache decoding under both cache policies, through
+//! [`clex_models::Session`]). `tests/` runs it on flex, wgpu and (opt-in) tch; the same
+//! numbers are expected everywhere, within the per-dtype tolerances of [`Tolerance`]. The
+//! training half (CLEX train steps on every backend) lives in clex-train's `tests/backends.rs`,
+//! so this crate depends on clex-core and clex-models only.
 
 #![warn(missing_docs)]
 
 mod fixtures;
 mod suite;
 
+#[cfg(feature = "wgpu")]
+pub use fixtures::{Wgpu, wgpu_device};
 pub use fixtures::{fixture, golden};
-pub use suite::{Check, Tolerance, clex_decode, clex_logits, hf_logits, suite, train_losses, train_run};
+pub use suite::{Check, Tolerance, clex_decode, clex_logits, hf_logits, suite};
 
 /// Prints a suite's checks as a table and asserts each is within its tolerance.
 pub fn report(backend: &str, checks: &[Check]) {

@@ -1,18 +1,12 @@
 //! The checks. Each returns the worst absolute difference against the golden, so one run
 //! prints the numbers for every backend and dtype side by side.
 
-use burn::data::dataloader::batcher::Batcher;
-use burn::optim::{AdamWConfig, Optimizer};
 use burn::tensor::DType;
-use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::train::TrainStep;
+use burn::tensor::backend::Backend;
 use clex_core::ClexBackend;
-use clex_models::{CachePolicy, CausalLm, ForwardOptions, load_from_files};
-use clex_train::batch::{LmBatch, LmBatcher, LmItem};
-use clex_train::precision::Precision;
-use clex_train::step::{ClexLm, StepSettings};
+use clex_models::{CachePolicy, CausalLm, Session};
 
-use crate::fixtures::{fixture, golden, ids, max_diff, values};
+use crate::fixtures::{fixture, golden, ids, max_diff, token_ids, values};
 
 /// One comparison: its name, the worst absolute difference, and the tolerance it must meet.
 #[derive(Debug, Clone)]
@@ -76,12 +70,14 @@ impl Tolerance {
 }
 
 fn load<B: Backend>(config: &str, weights: &str, device: &B::Device, dtype: DType) -> CausalLm<B> {
-    load_from_files::<B>(&fixture(config), &[fixture(weights)], device, dtype).unwrap_or_else(|e| panic!("loading {config}: {e}"))
+    clex_models::ModelSource::from_files(&fixture(config), &[fixture(weights)])
+        .and_then(|s| s.load::<B>(device, dtype))
+        .unwrap_or_else(|e| panic!("loading {config}: {e}"))
 }
 
 /// transformers' logits of the tiny LLaMA (GQA) and GPT-NeoX (partial rotary, parallel
 /// residual) with default and YaRN RoPE at 64 tokens.
-pub fn hf_logits<B: Backend>(device: &B::Device, dtype: DType) -> Vec<Check> {
+pub fn hf_logits<B: ClexBackend>(device: &B::Device, dtype: DType) -> Vec<Check> {
     let g = golden("hf/logits.safetensors");
     let (input, _) = g.read_f32("inputs/L64").expect("golden inputs");
     let tol = Tolerance::for_dtype(dtype).logits;
@@ -148,16 +144,15 @@ pub fn clex_decode<B: ClexBackend>(device: &B::Device, dtype: DType, steps: usiz
     let mut out = Vec::new();
     for name in ["llama", "gpt_neox"] {
         let model = clex_model::<B>(name, device, dtype);
-        let (input, _) = g.read_f32(&format!("{name}/decode/input_ids")).expect("golden decode ids");
+        let input = token_ids(&g.read_f32(&format!("{name}/decode/input_ids")).expect("golden decode ids").0);
         let mut runs = Vec::new();
         for (policy, key) in [(CachePolicy::Reference, "step_logits"), (CachePolicy::Recompute, "full_recompute_last_logits")] {
             let (want, _) = g.read_f32(&format!("{name}/decode/{key}")).expect("golden decode logits");
-            let mut cache = model.new_cache(policy);
-            model.forward_with(ids(&input[..30], device), Some(&mut cache), &ForwardOptions::default()).expect("prefill");
+            let mut session = Session::new(&model, policy);
+            session.prefill(&input[..30]).expect("prefill");
             let mut got = Vec::new();
-            for s in 0..steps {
-                let step = model.forward_with(ids(&input[30 + s..31 + s], device), Some(&mut cache), &ForwardOptions::default());
-                got.extend(values(step.expect("decode step").logits));
+            for &id in &input[30..30 + steps] {
+                got.extend(session.step(id).expect("decode step"));
             }
             let worst = max_diff(&got, &want[..got.len()]);
             out.push(done(Check { name: format!("clex {name} decode {policy:?} ({steps} steps)"), worst, tol }, t0));
@@ -187,34 +182,4 @@ pub fn suite<B: ClexBackend>(device: &B::Device, dtype: DType, decode_steps: usi
         checks.extend(clex_decode::<B>(device, dtype, decode_steps));
     }
     checks
-}
-
-fn batch<B: Backend>(device: &B::Device) -> LmBatch<B> {
-    let text =
-        b"To be, or not to be, that is the question: Whether 'tis nobler in the mind to suffer the slings and arrows of outrageous fortune";
-    let items = (0..2).map(|r| LmItem { index: r, tokens: text[r * 40..r * 40 + 65].iter().map(|&b| u32::from(b)).collect() }).collect();
-    LmBatcher { seed: 3 }.batch(items, device)
-}
-
-/// The loss before each of `steps` AdamW steps of the CLEX train step (sampled t and
-/// fractional positions, ODE in the graph) on a fixed batch of the tiny CLEX-LLaMA, through
-/// the trainer's own `TrainStep` (so f16's loss scaling is exercised), with the model after.
-pub fn train_run<B: AutodiffBackend + ClexBackend>(device: &B::Device, steps: usize, precision: Precision) -> (Vec<f32>, ClexLm<B>) {
-    let lm = clex_model::<B>("llama", device, DType::F32);
-    let mut model = ClexLm::new(lm, StepSettings { precision, ..StepSettings::default() });
-    let b = batch::<B>(device);
-    assert!(model.draw(b.key, 64).expect("a CLEX model draws").t > 1, "the fixed batch runs the ODE");
-    let mut optim = AdamWConfig::new().with_weight_decay(0.0).init::<B, ClexLm<B>>();
-    let mut losses = Vec::new();
-    for _ in 0..steps {
-        let out = TrainStep::step(&model, b.clone());
-        losses.push(values(out.item.loss)[0]);
-        model = optim.step(3e-3, model, out.grads);
-    }
-    (losses, model)
-}
-
-/// The losses of [`train_run`] in f32.
-pub fn train_losses<B: AutodiffBackend + ClexBackend>(device: &B::Device, steps: usize) -> Vec<f32> {
-    train_run::<B>(device, steps, Precision::F32).0
 }

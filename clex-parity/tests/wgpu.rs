@@ -1,7 +1,7 @@
 //! The parity suite on wgpu: on a machine without a GPU this is Mesa's lavapipe (software
 //! Vulkan; `apt-get install mesa-vulkan-drivers libvulkan1`), which supports f32 and f16 but
-//! not bf16. The same tolerances as on flex apply, and a few CLEX train steps must give
-//! flex's losses.
+//! not bf16. The same tolerances as on flex apply. The training checks on wgpu (a few CLEX
+//! train steps give flex's losses): clex-train's `tests/backends.rs`.
 //!
 //! Without any Vulkan/Metal/DX12 adapter the tests print why and pass, unless
 //! `CLEX_REQUIRE_WGPU=1` (set by `.ci/run`, which installs lavapipe) makes that a failure.
@@ -10,25 +10,14 @@
 //! (see `fusion_miscompiles_gpt_neox_decode` below for why).
 #![cfg(feature = "wgpu")]
 
-use burn::tensor::{DType, Int, Tensor, TensorData};
+use burn::tensor::DType;
 use burn_wgpu::WgpuDevice;
-use clex_models::{CachePolicy, ForwardOptions};
-use clex_parity::{report, suite, train_losses, train_run};
-use clex_train::precision::Precision;
+use clex_models::{CachePolicy, Session};
+use clex_parity::{Wgpu, report, suite};
 
-type Wgpu = burn_wgpu::CubeBackend<burn_wgpu::WgpuRuntime, f32, i32, u32>;
-
-/// The default adapter, or None (with the reason printed) when there is none.
+/// The default adapter, or None (see [`clex_parity::wgpu_device`]).
 fn device() -> Option<WgpuDevice> {
-    let d = WgpuDevice::DefaultDevice;
-    let probe = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Tensor::<Wgpu, 1>::ones([4], &d).sum().into_data()));
-    if probe.is_ok() {
-        return Some(d);
-    }
-    let required = std::env::var("CLEX_REQUIRE_WGPU").as_deref() == Ok("1");
-    assert!(!required, "CLEX_REQUIRE_WGPU=1 but wgpu found no adapter (install mesa-vulkan-drivers libvulkan1)");
-    eprintln!("skipping: wgpu found no adapter; install mesa-vulkan-drivers libvulkan1 (lavapipe) or run on a GPU");
-    None
+    clex_parity::wgpu_device()
 }
 
 #[test]
@@ -47,32 +36,6 @@ fn f16_matches_the_goldens_within_its_tolerance() {
     report("wgpu f16", &checks);
 }
 
-#[test]
-fn train_steps_match_flex() {
-    let Some(d) = device() else { return };
-    let got = train_losses::<burn::backend::Autodiff<Wgpu>>(&d, 4);
-    let want = train_losses::<burn::backend::Autodiff<burn_flex::Flex>>(&Default::default(), 4);
-    let worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
-    eprintln!("train losses: wgpu {got:?}, flex {want:?}; max |diff| {worst:.2e}");
-    assert!(worst < 1e-4, "wgpu {got:?} vs flex {want:?}");
-}
-
-/// Mixed-precision training (f16 compute, f32 master weights and ODE) gives flex's f16 losses
-/// (lavapipe has no bf16).
-#[test]
-fn f16_train_steps_match_flex() {
-    let Some(d) = device() else { return };
-    let (got, _) = train_run::<burn::backend::Autodiff<Wgpu>>(&d, 4, Precision::F16);
-    let (want, _) = train_run::<burn::backend::Autodiff<burn_flex::Flex>>(&Default::default(), 4, Precision::F16);
-    let worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
-    eprintln!("f16 train losses: wgpu {got:?}, flex {want:?}; max |diff| {worst:.2e}");
-    assert!(worst < 5e-3, "wgpu {got:?} vs flex {want:?}");
-}
-
-fn ids<B: burn::tensor::backend::Backend>(v: &[i64], d: &B::Device) -> Tensor<B, 2, Int> {
-    Tensor::from_data(TensorData::new(v.to_vec(), [1, v.len()]), d)
-}
-
 /// One decode step after prefills of 47, 40, 63 and 33 tokens, against flex. cubecl 0.10
 /// caches a matmul kernel per bucket of cache lengths; its gemv kernels only take lengths
 /// that are a multiple of the plane size, so a gemv tuned at 48 cached keys used to panic at
@@ -84,11 +47,11 @@ fn decode_steps_at_any_cache_length_match_flex() {
     for arch in ["llama", "gpt_neox"] {
         let cfg = clex_parity::fixture(&format!("hf/{arch}_default.json"));
         let w = [clex_parity::fixture(&format!("hf/{arch}.safetensors"))];
-        let ours = clex_models::load_from_files::<Wgpu>(&cfg, &w, &d, DType::F32).unwrap();
-        let reference = clex_models::load_from_files::<burn_flex::Flex>(&cfg, &w, &flex, DType::F32).unwrap();
+        let ours = clex_models::ModelSource::from_files(&cfg, &w).and_then(|s| s.load::<Wgpu>(&d, DType::F32)).unwrap();
+        let reference = clex_models::ModelSource::from_files(&cfg, &w).and_then(|s| s.load::<burn_flex::Flex>(&flex, DType::F32)).unwrap();
         for cached in [47usize, 40, 63, 33] {
-            let prompt: Vec<i64> = (0..=cached).map(|i| (i * 37 % 200) as i64).collect();
-            let (got, want) = (decode_once(&ours, &prompt, &d), decode_once(&reference, &prompt, &flex));
+            let prompt: Vec<u32> = (0..=cached).map(|i| (i * 37 % 200) as u32).collect();
+            let (got, want) = (decode_once(&ours, &prompt), decode_once(&reference, &prompt));
             let worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
             eprintln!("{arch} decode step at {cached} cached tokens: {worst:.2e}");
             assert!(worst < 1e-4, "{arch} at {cached} cached tokens: {worst:.2e}");
@@ -97,12 +60,11 @@ fn decode_steps_at_any_cache_length_match_flex() {
 }
 
 /// The logits of the last token of `prompt`, decoded with the rest of it in the cache.
-fn decode_once<B: burn::tensor::backend::Backend>(model: &clex_models::CausalLm<B>, prompt: &[i64], d: &B::Device) -> Vec<f32> {
-    let (head, last) = prompt.split_at(prompt.len() - 1);
-    let mut cache = model.new_cache(CachePolicy::Reference);
-    model.forward_with(ids(head, d), Some(&mut cache), &ForwardOptions::default()).unwrap();
-    let out = model.forward_with(ids(last, d), Some(&mut cache), &ForwardOptions::default()).unwrap();
-    out.logits.into_data().to_vec::<f32>().unwrap()
+fn decode_once<B: clex_core::ClexBackend>(model: &clex_models::CausalLm<B>, prompt: &[u32]) -> Vec<f32> {
+    let (&last, head) = prompt.split_last().expect("a prompt");
+    let mut session = Session::new(model, CachePolicy::Reference);
+    session.prefill(head).unwrap();
+    session.step(last).unwrap()
 }
 
 /// burn 0.21's fusion layer over wgpu gets the first decode step of the tiny GPT-NeoX wrong
@@ -118,24 +80,17 @@ fn fusion_miscompiles_gpt_neox_decode() {
     let Some(d) = device() else { return };
     let cfg = clex_parity::fixture("hf/gpt_neox_default.json");
     let w = [clex_parity::fixture("hf/gpt_neox.safetensors")];
-    let prompt: Vec<i64> = (0..31).map(|i| (i * 37 % 200) as i64).collect();
+    let prompt: Vec<u32> = (0..31).map(|i| (i * 37 % 200) as u32).collect();
     let step = |fused: bool| -> Vec<f32> {
-        fn run<B: burn::tensor::backend::Backend>(cfg: &std::path::Path, w: &[std::path::PathBuf], d: &B::Device, p: &[i64]) -> Vec<f32> {
-            let m = clex_models::load_from_files::<B>(cfg, w, d, DType::F32).unwrap();
-            let mut cache = m.new_cache(CachePolicy::Reference);
-            m.forward_with(ids(&p[..30], d), Some(&mut cache), &ForwardOptions::default()).unwrap();
-            let out = m.forward_with(ids(&p[30..], d), Some(&mut cache), &ForwardOptions::default()).unwrap();
-            out.logits.into_data().to_vec::<f32>().unwrap()
+        fn run<B: clex_core::ClexBackend>(cfg: &std::path::Path, w: &[std::path::PathBuf], d: &B::Device, p: &[u32]) -> Vec<f32> {
+            decode_once(&clex_models::ModelSource::from_files(cfg, w).and_then(|s| s.load::<B>(d, DType::F32)).unwrap(), p)
         }
         if fused { run::<burn_wgpu::Wgpu>(&cfg, &w, &d, &prompt) } else { run::<Wgpu>(&cfg, &w, &d, &prompt) }
     };
-    let reference = {
-        let m = clex_models::load_from_files::<burn_flex::Flex>(&cfg, &w, &Default::default(), DType::F32).unwrap();
-        let mut cache = m.new_cache(CachePolicy::Reference);
-        m.forward_with(ids(&prompt[..30], &Default::default()), Some(&mut cache), &ForwardOptions::default()).unwrap();
-        let out = m.forward_with(ids(&prompt[30..], &Default::default()), Some(&mut cache), &ForwardOptions::default()).unwrap();
-        out.logits.into_data().to_vec::<f32>().unwrap()
-    };
+    let reference = decode_once(
+        &clex_models::ModelSource::from_files(&cfg, &w).and_then(|s| s.load::<burn_flex::Flex>(&Default::default(), DType::F32)).unwrap(),
+        &prompt,
+    );
     let max = |a: &[f32]| a.iter().zip(&reference).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
     let (fused, plain) = (max(&step(true)), max(&step(false)));
     eprintln!("GPT-NeoX decode step vs flex: fused wgpu {fused:.2e}, unfused wgpu {plain:.2e}");

@@ -4,8 +4,8 @@
 use std::path::Path;
 
 use burn::tensor::{DType, backend::Backend};
-use clex_core::ClexAct;
-use clex_models::{CausalLm, ModelConfig, load_model, load_with_config};
+use clex_core::ClexParams;
+use clex_models::{CausalLm, ModelSource, RopeChange};
 use serde_json::{Value, json};
 
 use crate::error::TrainError;
@@ -57,17 +57,20 @@ pub enum RopeChoice {
 }
 
 impl RopeChoice {
+    /// The rope as a [`RopeChange`] (CLEX with a fresh layer's settings).
+    pub fn change(&self) -> RopeChange {
+        match self {
+            RopeChoice::Clex { max_factor } => RopeChange::Clex(ClexParams::fresh(*max_factor)),
+            RopeChoice::None => RopeChange::None,
+            RopeChoice::Linear(f) => RopeChange::Linear(*f),
+            RopeChoice::Dynamic(f) => RopeChange::Dynamic(*f),
+            RopeChoice::Yarn(f) => RopeChange::Yarn(*f),
+        }
+    }
+
     /// The `rope_scaling` block (or null).
     pub fn rope_scaling(&self) -> Value {
-        match self {
-            RopeChoice::Clex { max_factor } => {
-                json!({"type": "clex", "max_factor": max_factor, "param_factor": 1, "act": ClexAct::Tanh.as_str(), "time_dt": 0.01, "factor": 1})
-            }
-            RopeChoice::None => Value::Null,
-            RopeChoice::Linear(f) => json!({"type": "linear", "factor": f}),
-            RopeChoice::Dynamic(f) => json!({"type": "dynamic", "factor": f}),
-            RopeChoice::Yarn(f) => json!({"type": "yarn", "factor": f}),
-        }
+        self.change().hf_block()
     }
 }
 
@@ -100,23 +103,23 @@ pub fn preset_config(preset: Preset, vocab_size: usize, rope: &RopeChoice, rope_
     })
 }
 
-/// Loads an HF model directory in f32, optionally with its `rope_scaling` replaced by
-/// `rope`'s: dynamic NTK at inference on a model trained with plain RoPE, or the starting
-/// point of a baseline run continued from a checkpoint (`trainer`).
+/// Loads an HF model directory in f32, optionally under `rope` in place of its own
+/// ([`clex_models::ModelConfig::with_rope`]): dynamic NTK at inference on a model trained
+/// with plain RoPE, or the starting point of a run continued from a checkpoint (`trainer`).
 pub fn load_for_eval<B: Backend>(dir: &Path, rope: Option<&RopeChoice>, device: &B::Device) -> Result<CausalLm<B>, TrainError> {
-    let Some(rope) = rope else { return Ok(load_model::<B>(dir, device, DType::F32)?) };
-    let path = dir.join("config.json");
-    let mut raw = ModelConfig::from_file(&path)?.raw;
-    raw["rope_scaling"] = rope.rope_scaling();
-    let cfg = ModelConfig::from_json(raw, &path)?;
-    Ok(load_with_config::<B>(cfg, dir, device, DType::F32)?)
+    let source = ModelSource::open(dir)?;
+    let config = match rope {
+        None => source.config().clone(),
+        Some(rope) => source.config().with_rope(&rope.change(), None)?,
+    };
+    Ok(source.load_with::<B>(config, device, DType::F32)?)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use burn::backend::Flex;
-    use clex_models::init_model;
+    use clex_models::{ModelConfig, init_model};
 
     fn model(rope: RopeChoice) -> CausalLm<Flex> {
         let raw = preset_config(Preset::Tiny, 64, &rope, 10000.0, Some(0));

@@ -6,11 +6,11 @@
 use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{DType, Tensor, TensorData};
+use burn::tensor::{DType, Tensor};
 use burn::train::metric::{Adaptor, ItemLazy, LossInput};
 use burn::train::{InferenceStep, TrainOutput, TrainStep};
-use clex_core::ClexBackend;
 use clex_core::clex::{PositionSampler, TrainDraw};
+use clex_core::{ClexBackend, training_frequencies};
 use clex_models::CausalLm;
 
 use burn::optim::GradientsParams;
@@ -108,7 +108,7 @@ impl<B: Backend> ClexLm<B> {
     pub fn draw(&self, key: u64, seq_len: usize) -> Option<TrainDraw> {
         let clex = self.lm.clex_layer.as_ref()?;
         let c = clex.config();
-        let sampler = PositionSampler::new(seq_len, c.max_position_embeddings, c.max_factor, key).ok()?;
+        let sampler = PositionSampler::new(seq_len, c.max_position_embeddings, c.params.max_factor, key).ok()?;
         Some(sampler.with_min_factor(self.settings.min_factor).sample())
     }
 
@@ -120,15 +120,15 @@ impl<B: Backend> ClexLm<B> {
         };
         CrossEntropyLossConfig::new().init(&logits.device()).forward(logits.reshape([b * l, v]), targets.reshape([b * l]))
     }
+}
 
+impl<B: ClexBackend> ClexLm<B> {
     /// Validation loss at inference semantics (integer positions, t = ceil(L/P)).
     pub fn eval_loss(&self, batch: &LmBatch<B>) -> Tensor<B, 1> {
         let logits = self.lm.forward(batch.inputs.clone()).expect("validation batch is non-empty");
         Self::cross_entropy(logits, batch.targets.clone())
     }
-}
 
-impl<B: ClexBackend> ClexLm<B> {
     /// Training loss: sampled t and fractional positions, differentiable θ(t).
     pub fn train_loss(&self, batch: &LmBatch<B>) -> (Tensor<B, 1>, Option<usize>) {
         let [_, l] = batch.inputs.dims();
@@ -142,21 +142,14 @@ impl<B: ClexBackend> ClexLm<B> {
             }
             None => &self.lm,
         };
-        let (cos, sin, t) = match (&self.lm.clex_layer, self.draw(batch.key, l)) {
-            (Some(clex), Some(draw)) => {
-                let theta = clex.theta_train(draw.t);
-                let (c, s) = lm.rotary_tables(draw.positions, 1, theta, 1.0);
-                (c, s, Some(draw.t))
-            }
-            _ => {
-                // Baselines train at their own (fixed) frequencies on integer positions.
-                let f = lm.rope().frequencies(l);
-                let k = f.inv_freq.len();
-                let inv = Tensor::<B, 1>::from_data(TensorData::new(f.inv_freq, [k]), (&device, DType::F32));
-                let (c, s) = lm.rotary_tables((0..l).map(|m| m as f32).collect(), 1, inv, f.attention_scaling);
-                (c, s, None)
-            }
-        };
+        // θ(t) from the trained model's own CLEX layer (the cast copy keeps it in f32 too).
+        let draw = self.draw(batch.key, l);
+        let t = draw.as_ref().map(|d| d.t);
+        let f = training_frequencies(lm.rope(), self.lm.clex_layer.as_ref(), t, l, &device);
+        // CLEX rotates at the drawn fractional positions; baselines at 0..L.
+        let positions = draw.map(|d| d.positions).unwrap_or_else(|| (0..l).map(|m| m as f32).collect());
+        let (cos, sin) = lm.rotary_tables(positions, 1, f.inv_freq, f.attention_scaling);
+        let t = f.scaling_factor.map(|sf| sf.t);
         let logits = lm.forward_rotary(batch.inputs.clone(), cos, sin);
         (Self::cross_entropy(logits, batch.targets.clone()), t)
     }
@@ -193,7 +186,7 @@ impl<B: AutodiffBackend + ClexBackend> TrainStep for ClexLm<B> {
     }
 }
 
-impl<B: Backend> InferenceStep for ClexLm<B> {
+impl<B: ClexBackend> InferenceStep for ClexLm<B> {
     type Input = LmBatch<B>;
     type Output = LmOutput<B>;
 

@@ -10,13 +10,13 @@ use burn::grad_clipping::GradientClippingConfig;
 use burn::module::AutodiffModule;
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::{AdamW, AdamWConfig};
-use burn::tensor::Device;
 use burn::tensor::ElementConversion;
 use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{DType, Device};
 use burn::train::metric::{LearningRateMetric, LossMetric};
 use burn::train::{ExecutionStrategy, Learner, LearningComponentsTypes, MultiDeviceOptim, SupervisedTraining};
-use clex_core::{ClexAct, ClexParams};
-use clex_models::{CausalLm, ModelConfig, attach_fresh_clex, init_model, save_model};
+use clex_core::ClexBackend;
+use clex_models::{CausalLm, ModelConfig, ModelSource, init_model, save_model};
 
 use crate::batch::{BatchGroups, LmBatch, LmBatcher};
 use crate::checkpoint::{AtomicRecorder, latest_checkpoint, verify_checkpoint};
@@ -26,7 +26,6 @@ use crate::metrics::LmMetric;
 use crate::monitor::StepMonitor;
 use crate::packing::pack;
 use crate::precision::Precision;
-use crate::preset::load_for_eval;
 use crate::preset::{Preset, RopeChoice, preset_config};
 use crate::renderer::PlainRenderer;
 use crate::schedule::WarmupCosine;
@@ -138,7 +137,7 @@ fn log(msg: impl AsRef<str>) {
 }
 
 /// Mean NLL of `model` over windows of `len + 1` tokens (inference semantics).
-pub fn evaluate<B: Backend>(model: &ClexLm<B>, windows: &[Vec<u32>], batch_size: usize) -> Option<f64> {
+pub fn evaluate<B: ClexBackend>(model: &ClexLm<B>, windows: &[Vec<u32>], batch_size: usize) -> Option<f64> {
     if windows.is_empty() {
         return None;
     }
@@ -348,17 +347,16 @@ fn build_model(
     device: &burn::tensor::Device<Training>,
 ) -> Result<CausalLm<Training>, TrainError> {
     match &opts.init_from {
-        Some(dir) => match &opts.rope {
-            RopeChoice::Clex { max_factor } => {
-                let lm = load_for_eval::<Training>(dir, None, device)?;
-                if lm.clex_layer.is_some() {
-                    return Ok(lm);
-                }
-                Ok(attach_fresh_clex(lm, ClexParams { max_factor: *max_factor, param_factor: 1, act: ClexAct::Tanh, time_dt: 0.01 })?)
-            }
-            // A baseline continues the checkpoint's weights under the requested rope.
-            baseline => load_for_eval::<Training>(dir, Some(baseline), device),
-        },
+        Some(dir) => {
+            // A CLEX checkpoint continues with its own layer; any other model continues under
+            // the run's rope (a fresh CLEX layer, or a baseline's scaling).
+            let source = ModelSource::open(dir)?;
+            let config = match (&opts.rope, source.config().is_clex()) {
+                (RopeChoice::Clex { .. }, true) => source.config().clone(),
+                (rope, _) => source.config().with_rope(&rope.change(), None)?,
+            };
+            Ok(source.load_with::<Training>(config, device, DType::F32)?)
+        }
         None => {
             let raw = preset_config(opts.preset, vocab, &opts.rope, opts.rope_theta, bos);
             let cfg = ModelConfig::from_json(raw, Path::new("<preset>"))?;
@@ -408,7 +406,9 @@ fn write_plot(run_dir: &Path, metrics: &Path, interval: usize, l: usize) -> Resu
         }
         valid.push((format!("validation loss at {len}"), points));
     }
-    let svg = clex_eval::plot::loss_svg(&train, &valid, &format!("{} — loss per step", run_dir.display()));
+    // The title names the run (its directory's name), not where it lies.
+    let run_name = run_dir.file_name().map_or_else(|| run_dir.display().to_string(), |n| n.to_string_lossy().into_owned());
+    let svg = clex_eval::plot::loss_svg(&train, &valid, &run_name)?;
     clex_models::write_atomic(&run_dir.join("loss.svg"), svg.as_bytes())?;
     Ok(())
 }

@@ -147,13 +147,9 @@ fn bf16_model_saves_and_reloads_bitwise() {
     let dir = tempfile::tempdir().unwrap();
     let fixture = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../clex-models/tests/fixtures/clex");
     let load = |dtype| {
-        clex_models::load_from_files::<Flex>(
-            &fixture.join("llama_clex.json"),
-            &[fixture.join("llama_clex.safetensors")],
-            &Default::default(),
-            dtype,
-        )
-        .unwrap()
+        clex_models::ModelSource::from_files(&fixture.join("llama_clex.json"), &[fixture.join("llama_clex.safetensors")])
+            .and_then(|s| s.load::<Flex>(&Default::default(), dtype))
+            .unwrap()
     };
     let m = load(DType::BF16);
     clex_models::save_model(&m, dir.path()).unwrap();
@@ -170,7 +166,7 @@ fn bf16_model_saves_and_reloads_bitwise() {
     // Reloaded under flex: the same bits, and those bits are the f32 fixture rounded to bf16
     // to nearest even, by `bf16_bits` below (bit arithmetic checked on hand-made values; the
     // save path rounds with the `half` crate, so the two are independent).
-    let again = clex_models::load_model::<Flex>(dir.path(), &Default::default(), DType::BF16).unwrap();
+    let again = clex_models::ModelSource::open(dir.path()).and_then(|s| s.load::<Flex>(&Default::default(), DType::BF16)).unwrap();
     let (a, b) = (bits(&m), bits(&again));
     assert_eq!(a.len(), b.len());
     assert!(a == b, "a saved and reloaded bf16 model is bit-identical");

@@ -53,10 +53,10 @@ fn gradients_reach_the_ode_and_loss_goes_down() {
     let first = loss.clone().into_scalar();
     let grads = loss.backward();
     let clex = m.lm.clex_layer.as_ref().unwrap();
-    let gu = clex.proj_func.ode_up_proj.grad(&grads).expect("U gets a gradient");
-    let gd = clex.proj_func.ode_down_proj.grad(&grads).expect("D gets a gradient");
+    let gu = clex.up().grad(&grads).expect("U gets a gradient");
+    let gd = clex.down().grad(&grads).expect("D gets a gradient");
     assert!(gu.abs().max().into_scalar() > 0.0 && gd.abs().max().into_scalar() > 0.0);
-    assert!(clex.inv_freq.grad(&grads).is_none(), "inv_freq is a frozen buffer");
+    assert!(clex.inv_freq().grad(&grads).is_none(), "inv_freq is a frozen buffer");
 
     let mut optim = AdamWConfig::new().with_weight_decay(0.0).init::<AD, ClexLm<AD>>();
     let mut losses = vec![first];
@@ -70,4 +70,49 @@ fn gradients_reach_the_ode_and_loss_goes_down() {
     // The CLEX parameters moved, and the θ table follows them.
     let after = m.lm.clex_layer.as_ref().unwrap();
     assert_ne!(after.weights().down, model().lm.clex_layer.as_ref().unwrap().weights().down);
+}
+
+/// Inference (and burn-train's validation, on `valid()` of the stepped model) reads θ from the
+/// CLEX layer's table, solved once. After optimizer steps it must be the table of the new
+/// weights: a table kept from before the steps would still give the old θ.
+#[test]
+fn inference_theta_follows_the_optimizer() {
+    use burn::module::AutodiffModule;
+    use clex_core::clex::ThetaTable;
+    let mut m = model();
+    let t = 4;
+    let before = values(m.lm.clex_layer.as_ref().unwrap().theta(t));
+    let b = (0..).map(batch).find(|b| m.draw(b.key, 64).unwrap().t > 1).unwrap();
+    let mut optim = AdamWConfig::new().with_weight_decay(0.0).init::<AD, ClexLm<AD>>();
+    for _ in 0..2 {
+        let (loss, _) = m.train_loss(&b);
+        let grads = GradientsParams::from_grads(loss.backward(), &m);
+        m = optim.step(3e-3, m, grads);
+    }
+    let clex = m.lm.clex_layer.as_ref().unwrap();
+    let after = values(clex.theta(t));
+    assert_ne!(after, before, "θ({t}) must follow the stepped U and D");
+    let cfg = clex.config();
+    let solved = ThetaTable::solve(&clex.weights(), &cfg.spec(), cfg.params.max_factor);
+    assert_eq!(after, solved.row(t), "the table is the one of the current weights");
+    let valid = m.valid();
+    assert_eq!(values(valid.lm.clex_layer.as_ref().unwrap().theta(t)), after, "validation sees the new θ");
+}
+
+/// The learner summary prints the trained module with `Display` (burn-train calls
+/// `model.to_string()`): it shows the model's shape, not the raw config.json nor every tensor.
+#[test]
+fn learner_summary_shows_the_model_shape() {
+    let summary = model().to_string();
+    eprintln!("{summary}");
+    for want in ["architecture: llama", "layers: 2", "hidden: 64", "heads: 4", "kv_heads: 2", "vocab: 256", "rope: clex"] {
+        assert!(summary.contains(want), "the summary lacks {want:?}:\n{summary}");
+    }
+    for unwanted in ["rope_scaling", "num_hidden_layers", "q_proj"] {
+        assert!(!summary.contains(unwanted), "the summary shows {unwanted:?}:\n{summary}");
+    }
+}
+
+fn values<B: burn::tensor::backend::Backend>(t: burn::tensor::Tensor<B, 1>) -> Vec<f32> {
+    t.into_data().convert::<f32>().to_vec::<f32>().unwrap()
 }

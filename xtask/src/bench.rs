@@ -13,6 +13,7 @@
 mod machine;
 mod models;
 mod report;
+mod results;
 mod worker;
 
 use std::collections::BTreeMap;
@@ -27,7 +28,8 @@ pub use worker::{WorkerArgs, run as run_worker};
 use machine::Machine;
 use models::{Prepared, Preset};
 use report::{CriterionRow, Report};
-use worker::{InferResult, TrainResult};
+use results::{InferResult, TrainResult};
+use worker::Task;
 
 /// Flags of `cargo xtask bench`.
 #[derive(clap::Args, Debug, Clone)]
@@ -348,7 +350,7 @@ fn contexts_arg(contexts: &[usize]) -> String {
 
 fn worker_infer(model: &Path, ids: &Path, contexts: &[usize], plan: &Plan) -> anyhow::Result<InferResult> {
     let mut cmd = worker(plan)?;
-    cmd.args(["--task", "infer", "--model"]).arg(model).arg("--ids").arg(ids);
+    cmd.args(["--task", &Task::Infer.flag(), "--model"]).arg(model).arg("--ids").arg(ids);
     cmd.args(["--prefill", &contexts[0].to_string(), "--contexts", &contexts_arg(contexts), "--steps", &plan.steps.to_string()]);
     Ok(serde_json::from_str(&result_line(cmd, &format!("bench-worker infer {}", model.display()))?)?)
 }
@@ -356,7 +358,7 @@ fn worker_infer(model: &Path, ids: &Path, contexts: &[usize], plan: &Plan) -> an
 /// Plain RoPE and CLEX on shared weights, in lockstep in one process: [plain, CLEX].
 fn worker_pair(dirs: &Prepared, ids: &Path, contexts: &[usize], plan: &Plan) -> anyhow::Result<[InferResult; 2]> {
     let mut cmd = worker(plan)?;
-    cmd.args(["--task", "pair", "--model"]).arg(&dirs.rope).arg("--other").arg(&dirs.clex).arg("--ids").arg(ids);
+    cmd.args(["--task", &Task::Pair.flag(), "--model"]).arg(&dirs.rope).arg("--other").arg(&dirs.clex).arg("--ids").arg(ids);
     let steps = (3 * plan.steps).min(contexts[0] - 1);
     cmd.args(["--prefill", &contexts[0].to_string(), "--contexts", &contexts_arg(contexts), "--steps", &steps.to_string()]);
     Ok(serde_json::from_str(&result_line(cmd, &format!("bench-worker pair {}", dirs.rope.display()))?)?)
@@ -366,7 +368,8 @@ fn worker_pair(dirs: &Prepared, ids: &Path, contexts: &[usize], plan: &Plan) -> 
 /// one or two [`TrainResult`]s.
 fn worker_train(model: &Path, ids: &Path, preset: &Preset, plan: &Plan, clex: Option<&Path>) -> anyhow::Result<String> {
     let mut cmd = worker(plan)?;
-    cmd.args(["--task", if clex.is_some() { "train-pair" } else { "train" }, "--model"]).arg(model).arg("--ids").arg(ids);
+    let task = if clex.is_some() { Task::TrainPair } else { Task::Train };
+    cmd.args(["--task", &task.flag(), "--model"]).arg(model).arg("--ids").arg(ids);
     if let Some(c) = clex {
         cmd.arg("--other").arg(c);
     }

@@ -147,7 +147,7 @@ pub fn run(args: FetchArgs) -> anyhow::Result<()> {
             std::fs::remove_dir_all(&partial).with_context(|| format!("removing {}", partial.display()))?;
         }
         let start = Instant::now();
-        let done = clex_models::gguf::convert::<clex_models::backend::Inference>(&gguf, &partial, &clex_models::backend::device(None))?;
+        let done = clex_models::convert_gguf::<clex_models::backend::Inference>(&gguf, &partial, &clex_models::backend::device(None))?;
         if let Some(why) = done.tokenizer_skipped {
             bail!("{}: no tokenizer could be built: {why}", gguf.display());
         }

@@ -66,13 +66,26 @@ pub fn setup() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `cargo xtask test-tch`: the parity suite and the training tests on libtorch.
+/// `cargo xtask test-tch`: the parity suite (clex-parity) and the training parity checks
+/// (clex-train's `tests/backends_tch.rs`) on libtorch.
 pub fn test() -> anyhow::Result<()> {
     let env = env()?;
-    let mut cmd = crate::cargo();
-    cmd.current_dir(root()).args(["test", "-p", "clex-parity", "--no-default-features", "--features", "tch", "--", "--nocapture"]);
-    cmd.envs(env);
-    run(&mut cmd, "cargo test -p clex-parity --features tch")
+    let mut parity = crate::cargo();
+    parity.current_dir(root()).args(["test", "-p", "clex-parity", "--no-default-features", "--features", "tch", "--", "--nocapture"]);
+    run(parity.envs(env.clone()), "cargo test -p clex-parity --no-default-features --features tch")?;
+    let mut training = crate::cargo();
+    training.current_dir(root()).args([
+        "test",
+        "-p",
+        "clex-train",
+        "--features",
+        "parity-tch",
+        "--test",
+        "backends_tch",
+        "--",
+        "--nocapture",
+    ]);
+    run(training.envs(env), "cargo test -p clex-train --features parity-tch --test backends_tch")
 }
 
 fn run(cmd: &mut Command, what: &str) -> anyhow::Result<()> {

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
+use clex_models::RopeKind;
 use clex_train::precision::Precision;
 use clex_train::preset::{Preset, RopeChoice};
 use clex_train::trainer::{TrainOptions, train};
@@ -31,9 +32,9 @@ pub struct TrainArgs {
     /// Continue pretraining this HF model directory (a non-CLEX model gets a fresh CLEX layer).
     #[arg(long)]
     init_from: Option<PathBuf>,
-    /// clex | none | linear | dynamic | yarn.
-    #[arg(long, default_value = "clex")]
-    rope: String,
+    /// The rope of the run.
+    #[arg(long, value_enum, default_value_t = RopeKind::Clex)]
+    rope: RopeKind,
     /// Factor of linear / dynamic / yarn.
     #[arg(long, default_value_t = 4.0)]
     rope_factor: f64,
@@ -89,15 +90,14 @@ pub struct TrainArgs {
     plain: bool,
 }
 
-fn rope(args: &TrainArgs) -> anyhow::Result<RopeChoice> {
-    Ok(match args.rope.as_str() {
-        "clex" => RopeChoice::Clex { max_factor: args.max_factor },
-        "none" => RopeChoice::None,
-        "linear" => RopeChoice::Linear(args.rope_factor),
-        "dynamic" => RopeChoice::Dynamic(args.rope_factor),
-        "yarn" => RopeChoice::Yarn(args.rope_factor),
-        other => bail!("--rope {other}: accepted values: clex, none, linear, dynamic, yarn"),
-    })
+fn rope(args: &TrainArgs) -> RopeChoice {
+    match args.rope {
+        RopeKind::Clex => RopeChoice::Clex { max_factor: args.max_factor },
+        RopeKind::None => RopeChoice::None,
+        RopeKind::Linear => RopeChoice::Linear(args.rope_factor),
+        RopeKind::Dynamic => RopeChoice::Dynamic(args.rope_factor),
+        RopeKind::Yarn => RopeChoice::Yarn(args.rope_factor),
+    }
 }
 
 /// The cargo arguments that re-run `args` (this process's arguments after the program
@@ -165,7 +165,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     o.vocab_size = args.vocab_size;
     o.preset = Preset::parse(&args.preset).with_context(|| format!("--preset {}: accepted values: tiny, small", args.preset))?;
     o.init_from = args.init_from.clone();
-    o.rope = rope(&args)?;
+    o.rope = rope(&args);
     // Checked here too (the config rejects it as well) so a typo fails before tokenizing.
     if !(args.rope_theta.is_finite() && args.rope_theta > 0.0) {
         bail!("--rope-theta {}: must be a number > 0", args.rope_theta);

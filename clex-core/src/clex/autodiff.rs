@@ -19,9 +19,19 @@ use burn::tensor::{DType, Tensor, TensorData, TensorPrimitive, backend::Backend}
 
 use super::theta::{OdeSpec, OdeWeights, ThetaTape};
 
-/// Backends that can run the CLEX θ(t) solve. Every backend gets the plain version by an
-/// empty impl (see `crate::backends`); autodiff backends get the differentiable one.
+/// Backends that can run the CLEX θ(t) solve, and what the model code needs to know about
+/// them. Every backend gets the plain solve by an impl in `crate::backends`, which also sets
+/// its capabilities; autodiff backends get the differentiable solve and their inner
+/// backend's capabilities.
 pub trait ClexBackend: Backend {
+    /// Whether a vector-matrix product (a decode step's one query row against the cached
+    /// keys) takes any length. cubecl 0.10's matmul autotune (wgpu, cuda) caches its pick per
+    /// bucket of lengths, and its gemv kernels refuse lengths that are not a multiple of the
+    /// GPU's plane size: a pick tuned at 48 cached keys panics at 41 ("Rhs dimension n=41
+    /// must be a multiple of plane size"). Backends that say `false` get a second, copied
+    /// query row in attention, which makes the products general matmuls.
+    const GEMV_ANY_LENGTH: bool = true;
+
     /// θ(t) = exp(z(t)), z(1) = ln(inv_freq), for integer `t >= 2`.
     ///
     /// # Shapes
@@ -97,6 +107,8 @@ fn reshape2<B: Backend>(p: FloatTensor<B>, shape: [usize; 2]) -> FloatTensor<B> 
 }
 
 impl<B: ClexBackend, C: CheckpointStrategy> ClexBackend for Autodiff<B, C> {
+    const GEMV_ANY_LENGTH: bool = B::GEMV_ANY_LENGTH;
+
     fn clex_theta(
         inv_freq: FloatTensor<Self>,
         up: FloatTensor<Self>,

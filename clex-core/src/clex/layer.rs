@@ -9,12 +9,14 @@ use burn::tensor::{Distribution, Tensor, TensorData, backend::Backend};
 
 use super::autodiff::{ClexBackend, host};
 use super::schedule::{ScalingFactor, scaling_factor};
-use super::theta::{OdeSpec, OdeWeights, ThetaCache, ThetaTable};
-use crate::config::{ClexAct, RopeConfig, RopeScaling};
+use super::table::ThetaSlot;
+use super::theta::{OdeSpec, OdeWeights, ThetaTable};
+use crate::config::{ClexParams, RopeConfig, RopeScaling};
 use crate::error::ClexError;
 use crate::rope::base_inv_freq;
 
-/// Settings of a [`ClexLayer`].
+/// What fixes a [`ClexLayer`]: the CLEX settings as `config.json` gives them, plus the
+/// three numbers of the model's rotary geometry the layer needs.
 #[derive(Config, Debug, PartialEq)]
 pub struct ClexLayerConfig {
     /// Rotary dims d (head_dim, or the rotated part of it for partial rotary).
@@ -24,66 +26,70 @@ pub struct ClexLayerConfig {
     /// B: base of the initial frequencies θ(1).
     #[config(default = 10000.0)]
     pub rope_theta: f64,
-    /// T_max.
-    #[config(default = 16)]
-    pub max_factor: usize,
-    /// p: hidden width H = p·d.
-    #[config(default = 1)]
-    pub param_factor: usize,
-    /// ODE activation.
-    #[config(default = "ClexAct::Tanh")]
-    pub act: ClexAct,
-    /// RK4 step h.
-    #[config(default = 0.01)]
-    pub time_dt: f64,
+    /// The CLEX settings (T_max, p, activation, h); `with_params` sets them.
+    #[config(default = "ClexParams::fresh(16)")]
+    pub params: ClexParams,
 }
 
 impl ClexLayerConfig {
     /// The CLEX settings of a parsed HF config, or `None` if it is not a CLEX model.
     pub fn from_rope(rope: &RopeConfig) -> Option<Self> {
         match &rope.scaling {
-            RopeScaling::Clex(p) => Some(ClexLayerConfig {
+            RopeScaling::Clex(params) => Some(ClexLayerConfig {
                 dim: rope.rotary_dim,
                 max_position_embeddings: rope.max_position_embeddings,
                 rope_theta: rope.theta,
-                max_factor: p.max_factor,
-                param_factor: p.param_factor,
-                act: p.act,
-                time_dt: p.time_dt,
+                params: *params,
             }),
             _ => None,
         }
+    }
+
+    /// K = d/2 frequencies.
+    pub fn num_frequencies(&self) -> usize {
+        self.dim / 2
+    }
+
+    /// H = p·d: the ODE network's hidden width.
+    pub fn hidden(&self) -> usize {
+        self.params.param_factor * self.dim
+    }
+
+    /// What fixes an ODE solve besides the weights.
+    pub fn spec(&self) -> OdeSpec {
+        OdeSpec { dim: self.dim, act: self.params.act, time_dt: self.params.time_dt as f32 }
+    }
+
+    /// t for a forward over `n` tokens in total (cache + new).
+    pub fn scaling_factor(&self, n: usize) -> ScalingFactor {
+        scaling_factor(n, self.max_position_embeddings, self.params.max_factor)
     }
 
     /// A fresh layer: inv_freq = 1/B^(2i/d), U ~ U(±1/sqrt(H)) (torch's kaiming-uniform with
     /// a = sqrt(5) on a [K, H] tensor), D = 0, so the initial trajectory is exactly NTK
     /// scaling with α = 2t − 1 (docs/CLEX.md §3.4).
     pub fn init<B: Backend>(&self, device: &B::Device) -> ClexLayer<B> {
-        let k = self.dim / 2;
-        let h = self.param_factor * self.dim;
+        self.init_sampled(device, |shape, bound| Tensor::random(shape, Distribution::Uniform(-bound, bound), device))
+    }
+
+    /// [`ClexLayerConfig::init`] with U drawn by `uniform(shape, bound)` from U(±bound), for
+    /// callers that seed their own draws (random model init).
+    pub fn init_sampled<B: Backend>(&self, device: &B::Device, uniform: impl FnOnce([usize; 2], f64) -> Tensor<B, 2>) -> ClexLayer<B> {
+        let (k, h) = (self.num_frequencies(), self.hidden());
         let bound = 1.0 / (h as f64).sqrt();
         let inv = base_inv_freq(self.rope_theta, self.dim);
-        ClexLayer {
-            inv_freq: Param::from_tensor(Tensor::from_data(TensorData::new(inv, [k]), device)).set_require_grad(false),
-            proj_func: OdeProjection {
-                ode_up_proj: Param::from_tensor(Tensor::random([k, h], Distribution::Uniform(-bound, bound), device)),
-                ode_down_proj: Param::from_tensor(Tensor::zeros([h, k], device)),
-            },
-            settings: self.clone(),
-            table: ThetaCache::default(),
-        }
+        let up = uniform([k, h], bound);
+        self.init_with(Tensor::from_data(TensorData::new(inv, [k]), device), up, Tensor::zeros([h, k], device))
+            .expect("the shapes follow the config")
     }
-}
 
-impl ClexLayerConfig {
     /// A layer holding given weights (e.g. from a checkpoint). Shapes are checked and
     /// reported with the HF tensor names. `inv_freq` is used as given (docs/CLEX.md §3.5).
     ///
     /// # Shapes
     /// - `inv_freq`: `[K]`, `up`: `[K, H]`, `down`: `[H, K]` with K = d/2, H = p·d
     pub fn init_with<B: Backend>(&self, inv_freq: Tensor<B, 1>, up: Tensor<B, 2>, down: Tensor<B, 2>) -> Result<ClexLayer<B>, ClexError> {
-        let k = self.dim / 2;
-        let h = self.param_factor * self.dim;
+        let (k, h) = (self.num_frequencies(), self.hidden());
         let check = |name: &str, found: Vec<usize>, expected: Vec<usize>| {
             if found == expected { Ok(()) } else { Err(ClexError::Shape { name: name.into(), found, expected }) }
         };
@@ -94,7 +100,7 @@ impl ClexLayerConfig {
             inv_freq: Param::from_tensor(inv_freq).set_require_grad(false),
             proj_func: OdeProjection { ode_up_proj: Param::from_tensor(up), ode_down_proj: Param::from_tensor(down) },
             settings: self.clone(),
-            table: ThetaCache::default(),
+            table: ThetaSlot::default(),
         })
     }
 }
@@ -109,17 +115,20 @@ pub struct OdeProjection<B: Backend> {
 }
 
 /// One CLEX layer per model: the learned frequency trajectory θ(t).
+///
+/// The parameters are private so that they change only through burn's module operations,
+/// which also drop the cached inference table (see [`super::table`]).
 #[derive(Module, Debug)]
 pub struct ClexLayer<B: Backend> {
     /// θ(1), a frozen but saved buffer; the ODE starts at ln of it. Loaded as stored
     /// (it may be bf16-rounded in released checkpoints, docs/CLEX.md §3.5).
-    pub inv_freq: Param<Tensor<B, 1>>,
+    inv_freq: Param<Tensor<B, 1>>,
     /// The ODE network.
-    pub proj_func: OdeProjection<B>,
+    proj_func: OdeProjection<B>,
     #[module(skip)]
     settings: ClexLayerConfig,
-    #[module(skip)]
-    table: ThetaCache,
+    /// The inference θ table, solved on first use.
+    table: ThetaSlot<B>,
 }
 
 impl<B: Backend> ClexLayer<B> {
@@ -130,14 +139,25 @@ impl<B: Backend> ClexLayer<B> {
 
     /// K = d/2.
     pub fn num_frequencies(&self) -> usize {
-        self.settings.dim / 2
+        self.settings.num_frequencies()
     }
 
-    fn spec(&self) -> OdeSpec {
-        OdeSpec { dim: self.settings.dim, act: self.settings.act, time_dt: self.settings.time_dt as f32 }
+    /// θ(1) (`clex_layer.inv_freq`).
+    pub fn inv_freq(&self) -> &Param<Tensor<B, 1>> {
+        &self.inv_freq
     }
 
-    /// Host copies of inv_freq, U and D.
+    /// U (`clex_layer.proj_func.ode_up_proj`), `[K, H]`.
+    pub fn up(&self) -> &Param<Tensor<B, 2>> {
+        &self.proj_func.ode_up_proj
+    }
+
+    /// D (`clex_layer.proj_func.ode_down_proj`), `[H, K]`.
+    pub fn down(&self) -> &Param<Tensor<B, 2>> {
+        &self.proj_func.ode_down_proj
+    }
+
+    /// Host copies of inv_freq, U and D (a device read: for saving and for solving the table).
     pub fn weights(&self) -> OdeWeights {
         OdeWeights {
             inv_freq: host::<B, 1>(self.inv_freq.val().into_primitive().tensor()).0,
@@ -148,12 +168,12 @@ impl<B: Backend> ClexLayer<B> {
 
     /// t for a forward over `n` tokens in total (cache + new).
     pub fn scaling_factor(&self, n: usize) -> ScalingFactor {
-        scaling_factor(n, self.settings.max_position_embeddings, self.settings.max_factor)
+        self.settings.scaling_factor(n)
     }
 
-    /// θ(1..=T_max) from one solve, reused until the parameters change.
+    /// θ(1..=T_max) from one solve on first use, then reused until the weights change.
     pub fn theta_table(&self) -> Arc<ThetaTable> {
-        self.table.get(self.weights(), self.spec(), self.settings.max_factor)
+        self.table.get_or_solve(|| ThetaTable::solve(&self.weights(), &self.settings.spec(), self.settings.params.max_factor))
     }
 
     /// θ(t) for inference (no gradient): inv_freq itself at t = 1, else the table row.
@@ -169,6 +189,17 @@ impl<B: Backend> ClexLayer<B> {
         let t = t.min(table.max_factor());
         let k = self.num_frequencies();
         Tensor::from_data(TensorData::new(table.row(t).to_vec(), [k]), (&inv.device(), burn::tensor::DType::F32))
+    }
+
+    /// The layer with D replaced (tests and tools that edit a layer by hand); the θ table
+    /// is dropped with the old weights.
+    ///
+    /// # Shapes
+    /// - `down`: `[H, K]`
+    pub fn with_down(self, down: Tensor<B, 2>) -> Self {
+        let ode_down_proj = self.proj_func.ode_down_proj.map(|_| down);
+        let proj_func = OdeProjection { ode_up_proj: self.proj_func.ode_up_proj, ode_down_proj };
+        ClexLayer { inv_freq: self.inv_freq, proj_func, settings: self.settings, table: ThetaSlot::default() }
     }
 }
 
@@ -186,7 +217,7 @@ impl<B: ClexBackend> ClexLayer<B> {
             self.inv_freq.val().into_primitive().tensor(),
             self.proj_func.ode_up_proj.val().into_primitive().tensor(),
             self.proj_func.ode_down_proj.val().into_primitive().tensor(),
-            self.spec(),
+            self.settings.spec(),
             t,
         );
         Tensor::from_primitive(burn::tensor::TensorPrimitive::Float(out))

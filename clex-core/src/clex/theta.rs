@@ -1,8 +1,6 @@
 //! θ(t) on the host: the training solve over [1, t] and the inference table for t = 1..T_max
-//! from one solve (docs/CLEX.md §4.3), cached by the exact parameter values so any update to U, D
-//! or inv_freq invalidates it (the reference never does, docs/CLEX.md §9).
-
-use std::sync::{Arc, Mutex};
+//! from one solve (docs/CLEX.md §4.3). Which table a layer uses, and when it is rebuilt, is
+//! [`super::table`]'s business.
 
 use super::ode::OdeFunction;
 use super::solver::{self, SolveGrads, Tape};
@@ -115,6 +113,11 @@ pub struct ThetaTable {
 }
 
 impl ThetaTable {
+    /// θ(1..=T_max) for these weights, from one solve.
+    pub fn solve(weights: &OdeWeights, spec: &OdeSpec, max_factor: usize) -> Self {
+        ThetaTable { k: weights.inv_freq.len(), rows: weights.table(spec, max_factor) }
+    }
+
     /// θ(t) for 1 <= t <= T_max.
     pub fn row(&self, t: usize) -> &[f32] {
         &self.rows[(t - 1) * self.k..t * self.k]
@@ -128,48 +131,5 @@ impl ThetaTable {
     /// All rows, row-major [T_max, K].
     pub fn as_slice(&self) -> &[f32] {
         &self.rows
-    }
-}
-
-#[derive(Debug)]
-struct CachedTable {
-    weights: OdeWeights,
-    spec: OdeSpec,
-    max_factor: usize,
-    table: Arc<ThetaTable>,
-}
-
-/// A θ table cache keyed by the exact parameter values: shared by clones of a module,
-/// recomputed whenever U, D, inv_freq or the settings differ from the cached ones.
-#[derive(Clone, Default)]
-pub struct ThetaCache(Arc<Mutex<Option<CachedTable>>>);
-
-impl std::fmt::Debug for ThetaCache {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Module summaries print every field; the cached table is not worth a page.
-        write!(f, "ThetaCache({})", if self.is_filled() { "filled" } else { "empty" })
-    }
-}
-
-impl ThetaCache {
-    /// The table for these weights, solving only when they changed.
-    pub fn get(&self, weights: OdeWeights, spec: OdeSpec, max_factor: usize) -> Arc<ThetaTable> {
-        let mut slot = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(c) = slot.as_ref()
-            && c.weights == weights
-            && c.spec == spec
-            && c.max_factor == max_factor
-        {
-            return c.table.clone();
-        }
-        let k = weights.inv_freq.len();
-        let table = Arc::new(ThetaTable { k, rows: weights.table(&spec, max_factor) });
-        *slot = Some(CachedTable { weights, spec, max_factor, table: table.clone() });
-        table
-    }
-
-    /// Number of solves this cache has kept (0 or 1); for tests of invalidation.
-    pub fn is_filled(&self) -> bool {
-        self.0.lock().map(|s| s.is_some()).unwrap_or(false)
     }
 }

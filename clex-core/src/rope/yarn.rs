@@ -4,7 +4,7 @@
 
 use std::f64::consts::PI;
 
-use super::{RopeFrequencies, default::pos_freqs};
+use super::default::pos_freqs;
 use crate::config::YarnParams;
 
 fn get_mscale(scale: f64, mscale: f64) -> f64 {
@@ -16,8 +16,8 @@ fn correction_dim(rotations: f64, dim: usize, base: f64, max_pos: usize) -> f64 
     (dim as f64 * (max_pos as f64 / (rotations * 2.0 * PI)).ln()) / (2.0 * base.ln())
 }
 
-/// YaRN frequencies and attention scaling.
-pub fn frequencies(base: f64, dim: usize, p: &YarnParams) -> RopeFrequencies {
+/// YaRN inverse frequencies and attention scaling.
+pub fn frequencies(base: f64, dim: usize, p: &YarnParams) -> (Vec<f32>, f32) {
     let attention = match p.attention_factor {
         Some(a) => a,
         None => match (p.mscale, p.mscale_all_dim) {
@@ -50,5 +50,5 @@ pub fn frequencies(base: f64, dim: usize, p: &YarnParams) -> RopeFrequencies {
             interpolation * (1.0 - extra_weight) + extrapolation * extra_weight
         })
         .collect();
-    RopeFrequencies { inv_freq, attention_scaling: attention as f32 }
+    (inv_freq, attention as f32)
 }

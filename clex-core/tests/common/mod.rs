@@ -107,3 +107,15 @@ pub fn assert_close_rel(what: &str, got: &[f32], want: &[f32], rtol: f32) -> f32
 pub fn to_vec<const D: usize, Bk: burn::tensor::backend::Backend>(t: burn::tensor::Tensor<Bk, D>) -> Vec<f32> {
     t.into_data().convert::<f32>().to_vec::<f32>().unwrap()
 }
+
+/// The inference frequencies of a rope config with no CLEX layer, read back to the host.
+pub struct HostFrequencies {
+    pub inv_freq: Vec<f32>,
+    pub attention_scaling: f32,
+}
+
+/// [`clex_core::frequencies`] for `n` tokens without a CLEX layer, on the host.
+pub fn host_frequencies(cfg: &clex_core::RopeConfig, n: usize) -> HostFrequencies {
+    let f = clex_core::frequencies::<B>(cfg, None, n, &Default::default());
+    HostFrequencies { inv_freq: to_vec(f.inv_freq), attention_scaling: f.attention_scaling }
+}

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use super::reader::GgufFile;
 use crate::error::{GgufError, ModelError};
-use crate::hf::HostTensor;
+use crate::weights::HostTensor;
 
 /// Per-layer GGUF tensor stems and their HF names (`{stem}.weight` / `.bias`).
 const LAYER_TENSORS: &[(&str, &str)] = &[

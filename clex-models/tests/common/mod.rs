@@ -1,11 +1,11 @@
 //! Helpers of the model golden tests.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use burn::tensor::{DType, Int, Tensor, TensorData};
 use clex_models::weights::Checkpoint;
-use clex_models::{CausalLm, load_from_files};
+use clex_models::{CausalLm, ModelError, ModelSource};
 
 pub type B = burn::backend::Flex;
 
@@ -18,8 +18,14 @@ pub fn golden(rel: &str) -> Checkpoint {
 }
 
 pub fn load(config: &str, weights: &str) -> CausalLm<B> {
-    load_from_files::<B>(&fixture(config), &[fixture(weights)], &Default::default(), DType::F32)
+    ModelSource::from_files(&fixture(config), &[fixture(weights)])
+        .and_then(|s| s.load::<B>(&Default::default(), DType::F32))
         .unwrap_or_else(|e| panic!("loading {config}: {e}"))
+}
+
+/// `path` (HF directory or GGUF file) in f32 on the default device.
+pub fn load_path(path: &Path) -> Result<CausalLm<B>, ModelError> {
+    ModelSource::open(path)?.load::<B>(&Default::default(), DType::F32)
 }
 
 pub fn ids(values: &[f32]) -> Tensor<B, 2, Int> {

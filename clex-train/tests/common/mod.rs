@@ -1,7 +1,10 @@
 //! Shared by the gradient tests: the tiny CLEX-LLaMA fixture (P = 32, T_max = 8, byte
-//! vocabulary), windows of bytes, and every parameter's gradient read out by name.
+//! vocabulary), windows of bytes, and every parameter's gradient read out by name; and the
+//! training half of the backend parity suite ([`parity`]).
 
 #![allow(dead_code)] // each test binary uses its own part
+
+pub mod parity;
 
 use std::path::PathBuf;
 
@@ -20,7 +23,8 @@ fn fixture(name: &str) -> PathBuf {
 
 /// The fixture model.
 pub fn lm() -> CausalLm<AD> {
-    clex_models::load_from_files::<AD>(&fixture("llama_clex.json"), &[fixture("llama_clex.safetensors")], &Default::default(), DType::F32)
+    clex_models::ModelSource::from_files(&fixture("llama_clex.json"), &[fixture("llama_clex.safetensors")])
+        .and_then(|s| s.load::<AD>(&Default::default(), DType::F32))
         .unwrap()
 }
 

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use burn::module::Module;
-use clex_core::{ClexAct, ClexParams};
+use clex_core::ClexParams;
 use clex_models::backend::{self, Inference};
 use clex_models::{ModelConfig, attach_fresh_clex, init_model, save_model};
 use serde_json::{Value, json};
@@ -111,7 +111,7 @@ pub fn prepare(preset: &Preset, dir: &Path) -> anyhow::Result<Prepared> {
     let params = model.num_params();
     save_model(&model, &rope).with_context(|| format!("saving {}", rope.display()))?;
     // The same weights plus a fresh CLEX layer (D = 0; a trained D costs the same).
-    let with_clex = attach_fresh_clex(model, ClexParams { max_factor: MAX_FACTOR, param_factor: 1, act: ClexAct::Tanh, time_dt: 0.01 })?;
+    let with_clex = attach_fresh_clex(model, ClexParams::fresh(MAX_FACTOR))?;
     save_model(&with_clex, &clex).with_context(|| format!("saving {}", clex.display()))?;
     std::fs::write(&stamp, serde_json::to_string(&json!({"config": preset.config, "params": params}))?)?;
     Ok(Prepared { rope, clex, params })

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::machine::Machine;
 use super::models::Preset;
-use super::worker::{InferResult, TrainResult};
+use super::results::{InferResult, Spread, TrainResult, median_of};
 
 /// Marks the start of the generated section; everything outside the markers is kept.
 pub const BEGIN: &str = "<!-- BEGIN cargo xtask bench: generated, edit outside these markers -->";
@@ -57,53 +57,12 @@ pub struct Report {
     pub minutes: f64,
 }
 
-/// Median and range of a sample.
-#[derive(Debug, Clone, Copy)]
-pub struct Spread {
-    pub median: f64,
-    pub min: f64,
-    pub max: f64,
-}
-
-impl Spread {
-    pub fn of(values: &[f64]) -> Option<Spread> {
-        let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
-        if v.is_empty() {
-            return None;
-        }
-        v.sort_by(f64::total_cmp);
-        let n = v.len();
-        let median = if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 };
-        Some(Spread { median, min: v[0], max: v[n - 1] })
-    }
-
-    /// `median (min–max)` with `digits` decimals; just the median for one run.
-    fn show(&self, digits: usize) -> String {
-        if self.min == self.max {
-            format!("{:.*}", digits, self.median)
-        } else {
-            format!("{:.*} ({:.*}–{:.*})", digits, self.median, digits, self.min, digits, self.max)
-        }
-    }
-
-    /// As a signed percentage of a ratio − 1.
-    fn show_pct(&self) -> String {
-        let p = |x: f64| format!("{:+.1}%", (x - 1.0) * 100.0);
-        if self.min == self.max { p(self.median) } else { format!("{} ({} to {})", p(self.median), p(self.min), p(self.max)) }
-    }
-}
-
 fn show(s: Option<Spread>, digits: usize) -> String {
     s.map(|s| s.show(digits)).unwrap_or_else(|| "–".into())
 }
 
 fn show_pct(s: Option<Spread>) -> String {
     s.map(|s| s.show_pct()).unwrap_or_else(|| "–".into())
-}
-
-/// The median of the finite values, NaN when there are none.
-pub(super) fn median_of(v: &[f64]) -> f64 {
-    Spread::of(v).map(|s| s.median).unwrap_or(f64::NAN)
 }
 
 /// Median step time at one context, ms.

@@ -9,7 +9,8 @@
 //!    then one more timed step from c to c + 1 (for CLEX the t boundary: ceil((c+1)/P) >
 //!    c/P, so every cached key is re-rotated in it).
 //!
-//! Every forward reads its last row of logits back to the host, as generation must.
+//! Every forward runs through a [`Session`] and reads its last row of logits back to the
+//! host, as generation must.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -18,23 +19,45 @@ use anyhow::{Context, bail};
 use burn::module::Module;
 use burn::optim::{AdamWConfig, Optimizer};
 use burn::tensor::backend::Backend;
-use burn::tensor::{DType, ElementConversion, Int, Tensor, TensorData};
+use burn::tensor::{DType, ElementConversion};
 use burn::train::TrainStep;
 use clex_models::backend::{self, Inference, Training};
-use clex_models::{CachePolicy, CausalLm, ForwardOptions, load_model};
+use clex_models::session::token_tensor;
+use clex_models::{CachePolicy, CausalLm, ModelSource, Session};
 use clex_train::batch::LmBatch;
 use clex_train::step::{ClexLm, StepSettings};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::machine::peak_rss_bytes;
-use super::report::median_of;
+use super::results::{DecodePoint, InferResult, TrainResult, median_of};
+
+/// What one worker process measures.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Task {
+    /// The inference protocol on `--model`.
+    Infer,
+    /// The inference protocol on `--model` and its CLEX twin, in lockstep.
+    Pair,
+    /// Training steps of `--model`.
+    Train,
+    /// Training steps of `--model` and its CLEX twin, in lockstep.
+    TrainPair,
+}
+
+impl Task {
+    /// The `--task` value that selects it.
+    pub fn flag(self) -> String {
+        use clap::ValueEnum as _;
+        self.to_possible_value().expect("no task is skipped").get_name().to_owned()
+    }
+}
 
 /// Flags of the hidden `xtask bench-worker`.
 #[derive(clap::Args, Debug)]
 pub struct WorkerArgs {
-    /// infer | pair | train | train-pair.
-    #[arg(long)]
-    pub task: String,
+    /// What to measure.
+    #[arg(long, value_enum)]
+    pub task: Task,
     /// HF directory.
     #[arg(long)]
     pub model: PathBuf,
@@ -67,59 +90,6 @@ pub struct WorkerArgs {
     pub warmup: usize,
 }
 
-/// Cached decode steps ending at one context.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct DecodePoint {
-    /// Tokens in the cache after the last step.
-    pub context: usize,
-    /// Wall time of each step, ms.
-    pub step_ms: Vec<f64>,
-    /// The step from `context` to `context + 1`, ms.
-    pub next_ms: f64,
-}
-
-/// What an inference worker measured (the torch script prints the same fields).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct InferResult {
-    /// `clex-rs` or `transformers`.
-    pub engine: String,
-    /// Prompt tokens of the prefill.
-    pub prefill_tokens: usize,
-    /// Its wall time, s: the median of the timed prefills.
-    pub prefill_s: f64,
-    /// Every timed prefill, s.
-    #[serde(default)]
-    pub prefill_runs: Vec<f64>,
-    /// The decode ladder.
-    pub decode: Vec<DecodePoint>,
-    /// Bytes of the KV cache at the end of the ladder (ours only).
-    #[serde(default)]
-    pub cache_bytes: Option<u64>,
-    /// Peak resident memory of the process.
-    pub peak_rss_bytes: u64,
-    /// Parameters.
-    pub params: u64,
-    /// Bytes of weights one decode step must read: every parameter but the input
-    /// embedding table (one row of it is read), f32.
-    pub decode_weight_bytes: u64,
-    /// Versions (torch script) or backend (ours).
-    #[serde(default)]
-    pub versions: String,
-}
-
-/// What a training worker measured.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TrainResult {
-    /// Tokens per step (batch × length).
-    pub tokens_per_step: usize,
-    /// Wall time of each timed step (forward, backward, AdamW update), s.
-    pub step_s: Vec<f64>,
-    /// CLEX: the t each timed step drew.
-    pub t: Vec<usize>,
-    /// Peak resident memory of the process.
-    pub peak_rss_bytes: u64,
-}
-
 /// Prints the result line the parent looks for.
 fn emit<T: Serialize>(v: &T) -> anyhow::Result<()> {
     println!("BENCH_RESULT {}", serde_json::to_string(v)?);
@@ -129,27 +99,22 @@ fn emit<T: Serialize>(v: &T) -> anyhow::Result<()> {
 /// `xtask bench-worker`.
 pub fn run(args: WorkerArgs) -> anyhow::Result<()> {
     let ids: Vec<u32> = serde_json::from_str(&std::fs::read_to_string(&args.ids).with_context(|| args.ids.display().to_string())?)?;
-    match args.task.as_str() {
-        "infer" => emit(&infer(&args, &ids)?),
-        "pair" => emit(&pair(&args, &ids)?),
-        "train-pair" => emit(&train_pair(&args, &ids)?),
-        "train" => emit(&train(&args, &ids)?),
-        other => bail!("--task {other}: infer | pair | train | train-pair"),
+    match args.task {
+        Task::Infer => emit(&infer(&args, &ids)?),
+        Task::Pair => emit(&pair(&args, &ids)?),
+        Task::TrainPair => emit(&train_pair(&args, &ids)?),
+        Task::Train => emit(&train(&args, &ids)?),
     }
 }
 
-fn ids_tensor<B: Backend>(ids: &[u32], rows: usize, device: &B::Device) -> Tensor<B, 2, Int> {
-    let cols = ids.len() / rows;
-    Tensor::from_data(TensorData::new(ids.iter().map(|&t| t as i64).collect::<Vec<_>>(), [rows, cols]), device)
+/// A fresh session with the reference cache policy.
+fn session(model: &CausalLm<Inference>) -> Session<'_, Inference> {
+    Session::new(model, CachePolicy::Reference)
 }
 
-/// One forward with the cache, ending with the last logits row on the host.
-fn forward(model: &CausalLm<Inference>, ids: &[u32], cache: &mut clex_models::KvCache<Inference>) -> anyhow::Result<()> {
-    let device = backend::device(None);
-    let out = model.forward_with(ids_tensor::<Inference>(ids, 1, &device), Some(cache), &ForwardOptions::default())?;
-    let [_, s, vocab] = out.logits.dims();
-    let last = out.logits.narrow(1, s - 1, 1).reshape([vocab]).into_data();
-    std::hint::black_box(last);
+/// One forward through the session's cache, ending with the last logits row on the host.
+fn forward(session: &mut Session<'_, Inference>, ids: &[u32]) -> anyhow::Result<()> {
+    std::hint::black_box(session.prefill(ids)?);
     Ok(())
 }
 
@@ -157,15 +122,16 @@ fn ms(start: Instant) -> f64 {
     start.elapsed().as_secs_f64() * 1e3
 }
 
-/// One forward with the cache, timed, ms.
-fn timed(model: &CausalLm<Inference>, ids: &[u32], cache: &mut clex_models::KvCache<Inference>) -> anyhow::Result<f64> {
+/// One forward through the session's cache, timed, ms.
+fn timed(session: &mut Session<'_, Inference>, ids: &[u32]) -> anyhow::Result<f64> {
     let start = Instant::now();
-    forward(model, ids, cache)?;
+    forward(session, ids)?;
     Ok(ms(start))
 }
 
-fn load(path: &std::path::Path) -> anyhow::Result<CausalLm<Inference>> {
-    Ok(load_model(path, &backend::device(None), DType::F32)?)
+/// The model at `path` on `device`, f32.
+fn load<B: Backend>(path: &std::path::Path, device: &B::Device) -> anyhow::Result<CausalLm<B>> {
+    Ok(ModelSource::open(path)?.load::<B>(device, DType::F32)?)
 }
 
 fn check_ids(args: &WorkerArgs, ids: &[u32]) -> anyhow::Result<()> {
@@ -180,10 +146,10 @@ fn check_ids(args: &WorkerArgs, ids: &[u32]) -> anyhow::Result<()> {
 }
 
 fn warm_up(model: &CausalLm<Inference>, ids: &[u32]) -> anyhow::Result<()> {
-    let mut warm = model.new_cache(CachePolicy::Reference);
-    forward(model, &ids[..16], &mut warm)?;
+    let mut warm = session(model);
+    forward(&mut warm, &ids[..16])?;
     for i in 16..18 {
-        forward(model, &ids[i..i + 1], &mut warm)?;
+        forward(&mut warm, &ids[i..i + 1])?;
     }
     Ok(())
 }
@@ -216,27 +182,27 @@ fn result(
 
 fn infer(args: &WorkerArgs, ids: &[u32]) -> anyhow::Result<InferResult> {
     check_ids(args, ids)?;
-    let model = load(&args.model)?;
+    let model = load::<Inference>(&args.model, &backend::device(None))?;
     warm_up(&model, ids)?;
 
     let prefill_runs = (0..args.prefill_reps.max(1))
-        .map(|_| Ok(timed(&model, &ids[..args.prefill], &mut model.new_cache(CachePolicy::Reference))? / 1e3))
+        .map(|_| Ok(timed(&mut session(&model), &ids[..args.prefill])? / 1e3))
         .collect::<anyhow::Result<Vec<_>>>()?;
 
-    let mut cache = model.new_cache(CachePolicy::Reference);
+    let mut decoding = session(&model);
     let mut len = 0;
     let mut decode = Vec::new();
     for &c in &args.contexts {
         let first = c - args.steps;
         if first > len {
-            forward(&model, &ids[len..first], &mut cache)?;
+            forward(&mut decoding, &ids[len..first])?;
         }
-        let step_ms = (first..c).map(|i| timed(&model, &ids[i..i + 1], &mut cache)).collect::<anyhow::Result<Vec<_>>>()?;
-        let next_ms = timed(&model, &ids[c..c + 1], &mut cache)?;
+        let step_ms = (first..c).map(|i| timed(&mut decoding, &ids[i..i + 1])).collect::<anyhow::Result<Vec<_>>>()?;
+        let next_ms = timed(&mut decoding, &ids[c..c + 1])?;
         decode.push(DecodePoint { context: c, step_ms, next_ms });
         len = c + 1;
     }
-    Ok(result("clex-rs", &model, args.prefill, prefill_runs, decode, cache.memory_bytes()))
+    Ok(result("clex-rs", &model, args.prefill, prefill_runs, decode, decoding.cache().memory_bytes()))
 }
 
 /// `--model` (plain RoPE) and its CLEX twin (the CLEX settings of `--other`, on the very same
@@ -249,7 +215,7 @@ fn pair(args: &WorkerArgs, ids: &[u32]) -> anyhow::Result<[InferResult; 2]> {
     // The CLEX twin shares the plain model's weight tensors (a fresh CLEX layer on a clone of
     // its handles): two separately loaded copies of one checkpoint decode up to 5-7% apart
     // in one process, by where their weights landed in memory, which would swamp a 2% target.
-    let plain = load(&args.model)?;
+    let plain = load::<Inference>(&args.model, &backend::device(None))?;
     let clex = clex_twin(&plain, other)?;
     let models = [plain, clex];
     for m in &models {
@@ -266,29 +232,29 @@ fn pair(args: &WorkerArgs, ids: &[u32]) -> anyhow::Result<[InferResult; 2]> {
 
     let mut prefill = [Vec::new(), Vec::new()];
     for rep in 0..args.prefill_reps.max(1) {
-        let t = both(rep % 2 == 1, &mut |k| timed(&models[k], &ids[..args.prefill], &mut models[k].new_cache(CachePolicy::Reference)))?;
+        let t = both(rep % 2 == 1, &mut |k| timed(&mut session(&models[k]), &ids[..args.prefill]))?;
         for k in 0..2 {
             prefill[k].push(t[k] / 1e3);
         }
     }
 
-    let mut caches = [models[0].new_cache(CachePolicy::Reference), models[1].new_cache(CachePolicy::Reference)];
+    let mut sessions = [session(&models[0]), session(&models[1])];
     let mut len = 0;
     let mut decode: [Vec<DecodePoint>; 2] = [Vec::new(), Vec::new()];
     for &c in &args.contexts {
         let first = c - args.steps;
         if first > len {
-            for k in 0..2 {
-                forward(&models[k], &ids[len..first], &mut caches[k])?;
+            for s in &mut sessions {
+                forward(s, &ids[len..first])?;
             }
         }
         let mut steps = [Vec::new(), Vec::new()];
         for i in first..c {
-            let t = both(i % 2 == 1, &mut |k| timed(&models[k], &ids[i..i + 1], &mut caches[k]))?;
+            let t = both(i % 2 == 1, &mut |k| timed(&mut sessions[k], &ids[i..i + 1]))?;
             steps[0].push(t[0]);
             steps[1].push(t[1]);
         }
-        let next = both(false, &mut |k| timed(&models[k], &ids[c..c + 1], &mut caches[k]))?;
+        let next = both(false, &mut |k| timed(&mut sessions[k], &ids[c..c + 1]))?;
         for k in 0..2 {
             decode[k].push(DecodePoint { context: c, step_ms: std::mem::take(&mut steps[k]), next_ms: next[k] });
         }
@@ -296,14 +262,14 @@ fn pair(args: &WorkerArgs, ids: &[u32]) -> anyhow::Result<[InferResult; 2]> {
     }
     let ([d0, d1], [p0, p1]) = (decode, prefill);
     Ok([
-        result("clex-rs", &models[0], args.prefill, p0, d0, caches[0].memory_bytes()),
-        result("clex-rs", &models[1], args.prefill, p1, d1, caches[1].memory_bytes()),
+        result("clex-rs", &models[0], args.prefill, p0, d0, sessions[0].cache().memory_bytes()),
+        result("clex-rs", &models[1], args.prefill, p1, d1, sessions[1].cache().memory_bytes()),
     ])
 }
 
 /// `plain` with a fresh CLEX layer of `other`'s CLEX settings, on the very same weight tensors.
 fn clex_twin<B: Backend>(plain: &CausalLm<B>, other: &std::path::Path) -> anyhow::Result<CausalLm<B>> {
-    let clex_core::RopeScaling::Clex(params) = clex_models::read_config(other)?.rope.scaling else {
+    let clex_core::RopeScaling::Clex(params) = ModelSource::open(other)?.config().rope.scaling.clone() else {
         bail!("{} is not a CLEX model", other.display())
     };
     Ok(clex_models::attach_fresh_clex(plain.clone(), params)?)
@@ -364,8 +330,8 @@ fn train_batch(args: &WorkerArgs, ids: &[u32], step: usize) -> anyhow::Result<Lm
     let inputs: Vec<u32> = windows.iter().flat_map(|w| w[..len].iter().copied()).collect();
     let targets: Vec<u32> = windows.iter().flat_map(|w| w[1..].iter().copied()).collect();
     Ok(LmBatch {
-        inputs: ids_tensor::<Training>(&inputs, rows, &device),
-        targets: ids_tensor::<Training>(&targets, rows, &device),
+        inputs: token_tensor::<Training>(&inputs, &device).reshape([rows, len]),
+        targets: token_tensor::<Training>(&targets, &device).reshape([rows, len]),
         key: 1000 + step as u64,
         step,
         share: 1.0,
@@ -373,7 +339,7 @@ fn train_batch(args: &WorkerArgs, ids: &[u32], step: usize) -> anyhow::Result<Lm
 }
 
 fn train(args: &WorkerArgs, ids: &[u32]) -> anyhow::Result<TrainResult> {
-    let mut trainer = Trainer::new(load_model(&args.model, &backend::device(None), DType::F32)?);
+    let mut trainer = Trainer::new(load::<Training>(&args.model, &backend::device(None))?);
     for step in 0..args.warmup + args.steps {
         trainer.step(train_batch(args, ids, step)?, step >= args.warmup)?;
     }
@@ -385,7 +351,7 @@ fn train(args: &WorkerArgs, ids: &[u32]) -> anyhow::Result<TrainResult> {
 /// same batches and keys for both.
 fn train_pair(args: &WorkerArgs, ids: &[u32]) -> anyhow::Result<[TrainResult; 2]> {
     let other = args.other.as_ref().context("--task train-pair needs --other")?;
-    let plain: CausalLm<Training> = load_model(&args.model, &backend::device(None), DType::F32)?;
+    let plain = load::<Training>(&args.model, &backend::device(None))?;
     let clex = clex_twin(&plain, other)?;
     let mut trainers = [Trainer::new(plain), Trainer::new(clex)];
     for step in 0..args.warmup + args.steps {
@@ -397,4 +363,20 @@ fn train_pair(args: &WorkerArgs, ids: &[u32]) -> anyhow::Result<[TrainResult; 2]
     }
     let [a, b] = trainers;
     Ok([a.result(args.batch * args.seq_len), b.result(args.batch * args.seq_len)])
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::ValueEnum;
+
+    use super::Task;
+
+    /// The parent passes `Task::flag`; the worker's clap must read each back as the same task.
+    #[test]
+    fn task_flags_parse_back() {
+        for &task in Task::value_variants() {
+            assert_eq!(Task::from_str(&task.flag(), false), Ok(task));
+        }
+        assert_eq!(Task::TrainPair.flag(), "train-pair");
+    }
 }

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use clex_eval::eval::{EvalSet, Tally};
-use clex_eval::plot::{Series, line_chart};
+use clex_eval::plot::{Series, perplexity_svg};
 use clex_train::preset::RopeChoice;
 use serde_json::{Value, json};
 
@@ -555,16 +555,11 @@ impl Report<'_> {
         (series, cap)
     }
 
-    fn svg(&self) -> String {
+    fn svg(&self) -> anyhow::Result<String> {
         let (series, _) = self.plot_series();
         let series: Vec<Series<'_>> = series.iter().map(|(n, p)| Series { name: n, points: p.clone(), markers: false }).collect();
-        line_chart(
-            "Validation perplexity against evaluation length (L = 128)",
-            "evaluation length (tokens, log scale)",
-            "PPL",
-            &series,
-            true,
-        )
+        let title = format!("Validation perplexity against evaluation length (L = {})", self.settings.seq_len);
+        Ok(perplexity_svg(&title, &series)?)
     }
 
     fn json(&self) -> Value {
@@ -610,7 +605,7 @@ impl Report<'_> {
     pub fn write(&self, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
         let files = [
             (dir.join("EXTRAPOLATION.md"), self.markdown()),
-            (dir.join("extrapolation.svg"), self.svg()),
+            (dir.join("extrapolation.svg"), self.svg()?),
             (dir.join("extrapolation.json"), serde_json::to_string_pretty(&self.json())? + "\n"),
         ];
         std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
