@@ -10,7 +10,7 @@ use common::gguf_files::nll;
 use common::{clex, p};
 use std::path::{Path, PathBuf};
 
-use clex_models::weights::Checkpoint;
+use clex_models::weights::Weights;
 use tokenizers::TokenizerBuilder;
 use tokenizers::models::bpe::BPE;
 use tokenizers::normalizers::NormalizerWrapper;
@@ -55,12 +55,12 @@ fn core_fixture(name: &str) -> PathBuf {
 }
 
 /// A golden safetensors file.
-fn golden(path: &Path) -> Checkpoint {
-    Checkpoint::open(&[path.to_path_buf()]).unwrap()
+fn golden(path: &Path) -> Weights {
+    Weights::open(&[path.to_path_buf()]).unwrap()
 }
 
 /// A tensor of a golden file as f32 (token ids included: they are small integers).
-fn read(g: &Checkpoint, name: &str) -> Vec<f32> {
+fn read(g: &Weights, name: &str) -> Vec<f32> {
     g.read_f32(name).unwrap_or_else(|e| panic!("{name}: {e}")).0
 }
 
@@ -388,7 +388,7 @@ fn score_reproduces_golden_logits() {
     let (code, stdout, err) = clex(&["score", "-m", p(dir.path()), "--ids", &ids_of(&tensor("inputs/ids")[..100]), "--out", p(&out)]);
     assert_eq!(code, 0, "{err}");
     assert!(stdout.contains("100 tokens, mean NLL"), "{stdout}");
-    let got = clex_models::weights::Checkpoint::open(std::slice::from_ref(&out)).unwrap().read_f32("logits").unwrap();
+    let got = clex_models::weights::Weights::open(std::slice::from_ref(&out)).unwrap().read_f32("logits").unwrap();
     assert_eq!(got.1, vec![1, 100, 256]);
     let worst = max_abs_diff(&got.0, &tensor("llama/L100/logits"));
     eprintln!("score vs golden L100: {worst:e}");
@@ -398,7 +398,7 @@ fn score_reproduces_golden_logits() {
     let decode = tensor("llama/decode/input_ids");
     let (code, _, err) = clex(&["score", "-m", p(dir.path()), "--ids", &ids_of(&decode), "--prefill", "30", "--out", p(&out)]);
     assert_eq!(code, 0, "{err}");
-    let got = clex_models::weights::Checkpoint::open(&[out]).unwrap().read_f32("logits").unwrap().0;
+    let got = clex_models::weights::Weights::open(&[out]).unwrap().read_f32("logits").unwrap().0;
     let worst = max_abs_diff(&got[30 * 256..], &tensor("llama/decode/step_logits"));
     eprintln!("score --prefill 30 vs golden step logits: {worst:e}");
     // measured 9.3e-6; 10x margin. A full recompute instead of the official cache rule: 2.3.

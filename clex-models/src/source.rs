@@ -15,7 +15,7 @@ use crate::config::ModelConfig;
 use crate::error::ModelError;
 use crate::gguf::{self, GgufFile};
 use crate::model::CausalLm;
-use crate::weights::Checkpoint;
+use crate::weights::Weights;
 
 /// What a [`ModelSource`] was opened from.
 enum Origin {
@@ -124,10 +124,10 @@ impl ModelSource {
 
     /// The weights under HF names: the safetensors files (memory-mapped), or a GGUF's
     /// tensors dequantised to f32 host tensors.
-    pub fn weights(&self) -> Result<Checkpoint, ModelError> {
+    pub fn weights(&self) -> Result<Weights, ModelError> {
         match &self.origin {
-            Origin::HfDir => Checkpoint::open_dir(&self.path),
-            Origin::Files(files) => Checkpoint::open(files),
+            Origin::HfDir => Weights::open_dir(&self.path),
+            Origin::Files(files) => Weights::open(files),
             Origin::Gguf(g) => gguf::checkpoint(g),
         }
     }
@@ -155,7 +155,7 @@ impl ModelSource {
 }
 
 /// The model `config` describes, from the tensors of `ck`; every tensor of `ck` must be used.
-pub(crate) fn build<B: Backend>(config: ModelConfig, ck: &Checkpoint, device: &B::Device, dtype: DType) -> Result<CausalLm<B>, ModelError> {
+pub(crate) fn build<B: Backend>(config: ModelConfig, ck: &Weights, device: &B::Device, dtype: DType) -> Result<CausalLm<B>, ModelError> {
     let arch = config.arch;
     let model = crate::arch::load(config, ck, device, dtype)?;
     let unused = ck.unused();

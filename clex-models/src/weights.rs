@@ -75,8 +75,8 @@ enum Store {
     Host { label: PathBuf, shapes: HashMap<String, Vec<usize>>, values: RefCell<HashMap<String, Vec<f32>>> },
 }
 
-/// An opened checkpoint: memory-mapped safetensors files, or f32 host tensors.
-pub struct Checkpoint {
+/// The weights of a checkpoint, opened: memory-mapped safetensors files, or f32 host tensors.
+pub struct Weights {
     store: Store,
     used: RefCell<BTreeSet<String>>,
 }
@@ -85,7 +85,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ModelError + '_ {
     move |source| ModelError::Io { path: path.to_path_buf(), source }
 }
 
-impl Checkpoint {
+impl Weights {
     /// `dir/model.safetensors`, or the shards listed in `dir/model.safetensors.index.json`.
     pub fn open_dir(dir: &Path) -> Result<Self, ModelError> {
         let single = dir.join("model.safetensors");
@@ -142,7 +142,7 @@ impl Checkpoint {
             }
             files.push((path.clone(), mmap));
         }
-        Ok(Checkpoint { store: Store::Files { files, index }, used: RefCell::new(BTreeSet::new()) })
+        Ok(Weights { store: Store::Files { files, index }, used: RefCell::new(BTreeSet::new()) })
     }
 
     /// A checkpoint of host tensors (HF names and layouts, f32), kept as they are; `label`
@@ -163,7 +163,7 @@ impl Checkpoint {
             }
             values.insert(t.name, t.values);
         }
-        Ok(Checkpoint {
+        Ok(Weights {
             store: Store::Host { label: label.to_path_buf(), shapes, values: RefCell::new(values) },
             used: RefCell::new(BTreeSet::new()),
         })
@@ -327,8 +327,7 @@ mod tests {
     #[test]
     fn host_tensors_are_checked_like_files() {
         let label = Path::new("m.gguf");
-        let ck =
-            Checkpoint::from_host(label, vec![host("a.weight", vec![2, 3]), host("b.weight", vec![4]), host("c.bias", vec![1])]).unwrap();
+        let ck = Weights::from_host(label, vec![host("a.weight", vec![2, 3]), host("b.weight", vec![4]), host("c.bias", vec![1])]).unwrap();
         assert_eq!(ck.names(), ["a.weight", "b.weight", "c.bias"]);
         let e = ck.f32_values("x.weight", &[2]).unwrap_err().to_string();
         assert!(e.contains("missing tensor `x.weight`") && e.contains("m.gguf"), "{e}");
@@ -339,11 +338,11 @@ mod tests {
         assert_eq!(ck.unused(), ["b.weight", "c.bias"]);
         let e = ck.f32_values("a.weight", &[2, 3]).unwrap_err().to_string();
         assert!(e.contains("a.weight") && e.contains("already moved"), "{e}");
-        let e = Checkpoint::from_host(label, vec![host("a", vec![2]), host("a", vec![2])]).err().unwrap().to_string();
+        let e = Weights::from_host(label, vec![host("a", vec![2]), host("a", vec![2])]).err().unwrap().to_string();
         assert!(e.contains("`a` appears twice"), "{e}");
         let mut short = host("s", vec![3]);
         short.values.pop();
-        let e = Checkpoint::from_host(label, vec![short]).err().unwrap().to_string();
+        let e = Weights::from_host(label, vec![short]).err().unwrap().to_string();
         assert!(e.contains("`s`") && e.contains("needs 3 values"), "{e}");
     }
 }

@@ -67,7 +67,7 @@ fn cached_decode_equals_full_forward() {
 // sequential-residual GPT-NeoX. Logits are stored at a subset of rows of a full forward.
 
 /// Max |diff| of the logits at `key`'s rows of a forward over the first `len` input bytes.
-fn check_rows(model: &clex_models::CausalLm<B>, g: &clex_models::weights::Checkpoint, key: &str, len: usize, tol: f32) -> f32 {
+fn check_rows(model: &clex_models::CausalLm<B>, g: &clex_models::weights::Weights, key: &str, len: usize, tol: f32) -> f32 {
     let (inputs, _) = g.read_f32("inputs").unwrap();
     let (rows, _) = g.read_f32(&format!("{key}/rows")).unwrap();
     let (want, shape) = g.read_f32(&format!("{key}/logits")).unwrap();

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use burn::tensor::{DType, Int, Tensor, TensorData};
-use clex_models::weights::Checkpoint;
+use clex_models::weights::Weights;
 use clex_models::{CachePolicy, ForwardOptions, ModelError, hf_tensors, save_model};
 use common::*;
 use safetensors::{Dtype, tensor::TensorView};
@@ -38,8 +38,8 @@ fn save_then_load_is_exact() {
         let (a, b) = (values(model.forward(test_ids()).unwrap()), values(back.forward(test_ids()).unwrap()));
         assert_eq!(a, b, "{config}: logits after save/load");
         // The file holds exactly the original tensors, bit for bit.
-        let orig = Checkpoint::open(&[fixture(weights)]).unwrap();
-        let saved = Checkpoint::open(&[dir.path().join("model.safetensors")]).unwrap();
+        let orig = Weights::open(&[fixture(weights)]).unwrap();
+        let saved = Weights::open(&[dir.path().join("model.safetensors")]).unwrap();
         assert_eq!(orig.names(), saved.names(), "{config}: tensor names");
         for name in orig.names() {
             assert_eq!(orig.read_f32(&name).unwrap(), saved.read_f32(&name).unwrap(), "{config}: {name}");
@@ -78,13 +78,13 @@ fn half_precision_checkpoints_load_and_save_in_their_dtype() {
     let half = load_from(&fixture("clex/llama_clex.json"), &fixture("clex/llama_clex.safetensors"), DType::F16);
     let dir = tempfile::tempdir().unwrap();
     save_model(&half, dir.path()).unwrap();
-    let ck = Checkpoint::open(&[dir.path().join("model.safetensors")]).unwrap();
+    let ck = Weights::open(&[dir.path().join("model.safetensors")]).unwrap();
     assert_eq!(ck.dtype_of("model.layers.0.self_attn.q_proj.weight"), Some(Dtype::F16));
     assert_eq!(ck.dtype_of("model.clex_layer.proj_func.ode_up_proj"), Some(Dtype::F32), "CLEX parameters stay f32");
     let raw: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("config.json")).unwrap()).unwrap();
     assert_eq!(raw["torch_dtype"], "float16");
     // The file holds exactly the f16-rounded originals (CLEX parameters exactly the f32 ones).
-    let orig = Checkpoint::open(&[fixture("clex/llama_clex.safetensors")]).unwrap();
+    let orig = Weights::open(&[fixture("clex/llama_clex.safetensors")]).unwrap();
     assert_eq!(orig.names(), ck.names());
     let mut rounded = 0;
     for name in orig.names() {

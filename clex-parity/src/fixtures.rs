@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
 use clex_models::session::token_tensor;
-use clex_models::weights::Checkpoint;
+use clex_models::weights::Weights;
 
 /// A file under `clex-models/tests/fixtures`.
 pub fn fixture(rel: &str) -> PathBuf {
@@ -14,8 +14,8 @@ pub fn fixture(rel: &str) -> PathBuf {
 }
 
 /// A golden safetensors file (read on the host).
-pub fn golden(rel: &str) -> Checkpoint {
-    Checkpoint::open(&[fixture(rel)]).unwrap_or_else(|e| panic!("{rel}: {e}"))
+pub fn golden(rel: &str) -> Weights {
+    Weights::open(&[fixture(rel)]).unwrap_or_else(|e| panic!("{rel}: {e}"))
 }
 
 /// Token ids stored as f32 in the goldens, as ids.

@@ -6,7 +6,7 @@
 //! - [`metrics`]: burn-train metrics (loss/perplexity per length, tokens/s, t).
 //! - [`step`]: the CLEX train step (t and positions drawn per step, θ(t) differentiable);
 //!   [`precision`]: f16/bf16 compute over f32 master weights.
-//! - [`trainer`]: a whole run ([`loader`] for exact resume, [`checkpoint`] atomic, [`schedule`], [`preset`]).
+//! - [`trainer`]: a whole run ([`loader`] for exact resume, [`checkpoint`] atomic, [`lr_schedule`], [`preset`]).
 
 #![warn(missing_docs)]
 
@@ -14,13 +14,13 @@ pub mod batch;
 pub mod checkpoint;
 pub mod error;
 pub mod loader;
+pub mod lr_schedule;
 pub mod metrics;
 pub mod monitor;
 pub mod packing;
 pub mod precision;
 pub mod preset;
 pub mod renderer;
-pub mod schedule;
 pub mod step;
 pub mod tokenizer;
 pub mod trainer;

@@ -22,7 +22,7 @@ use crate::config::{Activation, Architecture, ModelConfig, TokenIds};
 use crate::error::ModelError;
 use crate::layers::{Block, Mlp, Norm};
 use crate::model::CausalLm;
-use crate::weights::{Checkpoint, HostTensor, in_out_weight};
+use crate::weights::{HostTensor, Weights, in_out_weight};
 
 /// Where a model's weights come from: a checkpoint ([`CheckpointWeights`]) or seeded random
 /// init ([`crate::init_model`]). Each module is asked for once, by its full HF name (e.g.
@@ -297,7 +297,7 @@ pub(crate) fn build<B: Backend>(cfg: ModelConfig, source: &mut dyn WeightSource<
 /// parameters in f32).
 pub(crate) fn load<B: Backend>(
     cfg: ModelConfig,
-    checkpoint: &Checkpoint,
+    checkpoint: &Weights,
     device: &B::Device,
     dtype: DType,
 ) -> Result<CausalLm<B>, ModelError> {
@@ -315,7 +315,7 @@ pub(crate) fn hf_tensors<B: Backend>(model: &CausalLm<B>) -> Vec<HostTensor> {
 /// A checkpoint's tensors on `device` in `dtype`: the [`WeightSource`] of loading (HF
 /// directories and, through their host tensors, GGUF files).
 struct CheckpointWeights<'a, B: Backend> {
-    checkpoint: &'a Checkpoint,
+    checkpoint: &'a Weights,
     device: &'a B::Device,
     dtype: DType,
 }

@@ -17,7 +17,7 @@ pub use tokenizer::tokenizer;
 
 use crate::config::ModelConfig;
 use crate::error::ModelError;
-use crate::weights::Checkpoint;
+use crate::weights::Weights;
 
 /// The model config of a GGUF (parsed from the `config.json` [`llama::hf_config`] makes).
 pub fn config(g: &GgufFile) -> Result<ModelConfig, ModelError> {
@@ -25,6 +25,6 @@ pub fn config(g: &GgufFile) -> Result<ModelConfig, ModelError> {
 }
 
 /// The GGUF's tensors as a checkpoint of f32 host tensors under HF names.
-pub fn checkpoint(g: &GgufFile) -> Result<Checkpoint, ModelError> {
-    Checkpoint::from_host(g.path(), llama::hf_tensors(g)?)
+pub fn checkpoint(g: &GgufFile) -> Result<Weights, ModelError> {
+    Weights::from_host(g.path(), llama::hf_tensors(g)?)
 }

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{DType, Int, Tensor, TensorData};
-use clex_models::weights::Checkpoint;
+use clex_models::weights::Weights;
 use clex_models::{CausalLm, ModelError, ModelSource};
 
 pub type B = burn::backend::Flex;
@@ -13,8 +13,8 @@ pub fn fixture(rel: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(rel)
 }
 
-pub fn golden(rel: &str) -> Checkpoint {
-    Checkpoint::open(&[fixture(rel)]).unwrap()
+pub fn golden(rel: &str) -> Weights {
+    Weights::open(&[fixture(rel)]).unwrap()
 }
 
 pub fn load(config: &str, weights: &str) -> CausalLm<B> {

@@ -515,8 +515,8 @@ impl Report<'_> {
             md.push_str(&table);
             md.push_str(
                 "\nAt L = P the training positions for t > 1 are L sorted random points of [0, t·P) (docs/CLEX.md §5.2), so \
-                 neighbouring tokens are on average t positions apart and never 1 apart; a frequency whose phase over such \
-                 gaps is noise is pushed down by the loss. Inference at N = t·P uses dense integer positions with the same \
+                 neighbouring tokens are on average t positions apart and only about one pair in t is 1 apart; a frequency whose phase \
+                 over such gaps is noise is pushed down by the loss. Inference at N = t·P uses dense integer positions with the same \
                  θ(t).\n\n",
             );
         }

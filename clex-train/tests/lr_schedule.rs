@@ -2,7 +2,7 @@
 //! peak, then peak·(r + (1 − r)·½(1 + cos(π·p))) down to r·peak, held after the last step.
 
 use burn::lr_scheduler::LrScheduler;
-use clex_train::schedule::WarmupCosine;
+use clex_train::lr_schedule::WarmupCosine;
 
 #[test]
 fn warmup_cosine_matches_the_hand_formula() {
