@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use clex_models::backend::{self, Inference};
-use clex_models::{GenerateOptions, ModelSource, SamplingParams, Session};
+use clex_models::{GenerateOptions, ModelError, ModelSource, SamplingParams, Session};
 
 use crate::args::{CachePolicyFlag, Dtype, RopeOverride};
 
@@ -110,7 +110,10 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     print!("{prompt}");
     std::io::stdout().flush().ok();
     let t_prompt = Instant::now();
-    let mut tokens = session.generate(&ids, options).map_err(|e| anyhow::anyhow!("{e} (--max-seq-len)"))?;
+    let mut tokens = session.generate(&ids, options).map_err(|e| match e {
+        ModelError::TooLong { .. } => anyhow::anyhow!("{e} (--max-seq-len)"),
+        e => e.into(),
+    })?;
     let prompt_s = t_prompt.elapsed().as_secs_f64();
     let (mut generated, mut printed) = (Vec::new(), 0usize);
     let t_gen = Instant::now();
@@ -120,8 +123,9 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         // Decode everything generated so far and print the new part, unless it ends in a
         // split UTF-8 character.
         let text = tokenizer.decode(&generated, true).map_err(|e| anyhow::anyhow!("decoding: {e}"))?;
-        if !text.ends_with('\u{FFFD}') && text.len() > printed {
-            print!("{}", &text[printed..]);
+        // A tokenizer may rewrite earlier text; print nothing rather than split a character.
+        if let Some(new) = text.get(printed..).filter(|new| !new.is_empty() && !text.ends_with('\u{FFFD}')) {
+            print!("{new}");
             std::io::stdout().flush().ok();
             printed = text.len();
         }

@@ -26,11 +26,11 @@ pub struct PasskeyArgs {
     #[arg(long)]
     tokenizer: Option<PathBuf>,
     /// Prompt lengths in tokens, comma-separated (default P, 2P, 4P).
-    #[arg(long)]
-    lengths: Option<String>,
+    #[arg(long, value_delimiter = ',')]
+    lengths: Option<Vec<usize>>,
     /// Depths of the key as fractions of the filler, comma-separated.
-    #[arg(long, default_value = "0,0.25,0.5,0.75,1")]
-    depths: String,
+    #[arg(long, value_delimiter = ',', default_value = "0,0.25,0.5,0.75,1")]
+    depths: Vec<f64>,
     /// Trials (random keys) per length and depth.
     #[arg(long, default_value_t = 3)]
     trials: usize,
@@ -45,23 +45,18 @@ pub struct PasskeyArgs {
     json: Option<PathBuf>,
 }
 
-fn parse_list<T: std::str::FromStr>(s: &str, flag: &str) -> anyhow::Result<Vec<T>> {
-    s.split(',').map(|x| x.trim().parse::<T>().map_err(|_| anyhow::anyhow!("{flag}: `{x}` is not a number"))).collect()
-}
-
 pub fn run(args: PasskeyArgs) -> anyhow::Result<()> {
     let device = backend::device(args.device);
+    if args.depths.iter().any(|d| !(0.0..=1.0).contains(d)) {
+        bail!("--depths: every depth must be in [0, 1]");
+    }
     let source = ModelSource::open(&args.model)?;
     let model = source.load::<Inference>(&device, args.dtype.into())?;
     let p = model.rope().max_position_embeddings;
     let lengths: Vec<usize> = match &args.lengths {
-        Some(s) => parse_list(s, "--lengths")?,
+        Some(l) => l.clone(),
         None => vec![p, 2 * p, 4 * p],
     };
-    let depths: Vec<f64> = parse_list(&args.depths, "--depths")?;
-    if depths.iter().any(|d| !(0.0..=1.0).contains(d)) {
-        bail!("--depths: every depth must be in [0, 1]");
-    }
     let (tok, _) = crate::args::tokenizer(args.tokenizer.as_deref(), &source)?;
     let bos = if source.add_bos()? { model.config().bos_token_id } else { None };
     let task = PasskeyTask::new(&tok, bos)?;
@@ -69,7 +64,7 @@ pub fn run(args: PasskeyArgs) -> anyhow::Result<()> {
     println!("{:>8} {:>6} {:>8} {:>9}", "length", "depth", "correct", "accuracy");
     let mut cells = Vec::new();
     for &len in &lengths {
-        for &depth in &depths {
+        for &depth in &args.depths {
             let cell = task.run_cell(&model, len, depth, args.trials, &mut rng).with_context(|| format!("--lengths {len}"))?;
             let (correct, acc) = (cell.correct(), cell.accuracy());
             println!("{len:>8} {depth:>6.2} {correct:>4}/{:<3} {acc:>9.3}", args.trials);

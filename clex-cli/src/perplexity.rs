@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use clex_eval::corpus::{Split, read_documents};
 use clex_eval::eval::{Limits, Protocol, evaluate};
 use clex_eval::plot::{Series, perplexity_svg};
@@ -68,8 +68,8 @@ pub struct PerplexityArgs {
     #[arg(long, value_enum, default_value_t = SplitFlag::All)]
     split: SplitFlag,
     /// Evaluation lengths, comma-separated.
-    #[arg(long, conflicts_with = "up_to_factor")]
-    lengths: Option<String>,
+    #[arg(long, value_delimiter = ',', conflicts_with = "up_to_factor")]
+    lengths: Option<Vec<usize>>,
     /// Lengths P, 2P, 4P, ... up to this multiple of max_position_embeddings.
     #[arg(long)]
     up_to_factor: Option<usize>,
@@ -143,10 +143,7 @@ pub fn run(args: PerplexityArgs) -> anyhow::Result<()> {
         }
         let p = model.rope().max_position_embeddings;
         let lengths: Vec<usize> = match (&args.lengths, args.up_to_factor) {
-            (Some(s), _) => s
-                .split(',')
-                .map(|x| x.trim().parse::<usize>().with_context(|| format!("--lengths: `{x}` is not a length")))
-                .collect::<Result<_, _>>()?,
+            (Some(l), _) => l.clone(),
             (None, Some(f)) => std::iter::successors(Some(p), |l| Some(l * 2)).take_while(|l| *l <= f * p).collect(),
             (None, None) => vec![p, 2 * p, 4 * p],
         };

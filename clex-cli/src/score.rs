@@ -24,8 +24,8 @@ pub struct ScoreArgs {
     #[arg(short = 'm', long)]
     model: PathBuf,
     /// Token ids, comma-separated.
-    #[arg(long, conflicts_with_all = ["ids_file", "text"])]
-    ids: Option<String>,
+    #[arg(long, value_delimiter = ',', conflicts_with_all = ["ids_file", "text"])]
+    ids: Option<Vec<u32>>,
     /// A JSON array of token ids.
     #[arg(long, conflicts_with = "text")]
     ids_file: Option<PathBuf>,
@@ -53,8 +53,8 @@ pub struct ScoreArgs {
 }
 
 fn token_ids(args: &ScoreArgs, source: &ModelSource) -> anyhow::Result<Vec<u32>> {
-    if let Some(s) = &args.ids {
-        return s.split(',').map(|x| x.trim().parse::<u32>().with_context(|| format!("--ids: `{x}` is not a token id"))).collect();
+    if let Some(ids) = &args.ids {
+        return Ok(ids.clone());
     }
     if let Some(p) = &args.ids_file {
         let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;

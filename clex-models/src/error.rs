@@ -99,6 +99,14 @@ pub enum ModelError {
     /// A bad request at run time (e.g. token count, cache mismatch).
     #[error("{0}")]
     Invalid(String),
+    /// A generation would start at or past its maximum sequence length.
+    #[error("the prompt has {tokens} tokens; the maximum sequence length is {limit}")]
+    TooLong {
+        /// Tokens before the first generated one.
+        tokens: usize,
+        /// The maximum sequence length.
+        limit: usize,
+    },
     /// The backend cannot provide the requested devices.
     #[error("devices: {0}")]
     Devices(String),

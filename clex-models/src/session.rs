@@ -72,7 +72,23 @@ impl<'m, B: ClexBackend> Session<'m, B> {
     /// Appends `ids` and returns the logits of every new row, `[ids.len() * vocab]`: row i
     /// predicts the token after `ids[i]`.
     pub fn logits(&mut self, ids: &[u32]) -> Result<Vec<f32>, ModelError> {
+        host_rows(self.forward(ids)?)
+    }
+
+    /// Appends `ids` and returns the logits of the last row, `[vocab]`: the distribution of
+    /// the next token.
+    pub fn prefill(&mut self, ids: &[u32]) -> Result<Vec<f32>, ModelError> {
+        let logits = self.forward(ids)?;
+        // Only the last row crosses to the host.
+        host_rows(logits.narrow(1, ids.len() - 1, 1))
+    }
+
+    /// Runs `ids` through the model after the cached tokens: `[1, ids.len(), vocab]` logits.
+    fn forward(&mut self, ids: &[u32]) -> Result<Tensor<B, 3>, ModelError> {
         let vocab = self.model.config().vocab_size;
+        if ids.is_empty() {
+            return Err(ModelError::Invalid("a forward needs at least one token".into()));
+        }
         if let Some(&bad) = ids.iter().find(|&&t| t as usize >= vocab) {
             return Err(ModelError::Invalid(format!("token id {bad} is outside the model's vocabulary of {vocab}")));
         }
@@ -80,25 +96,7 @@ impl<'m, B: ClexBackend> Session<'m, B> {
         let out = self.model.forward_with(token_tensor(ids, &device), Some(&mut self.cache), &ForwardOptions::default())?;
         self.tokens.extend_from_slice(ids);
         self.scaling_factor = out.scaling_factor;
-        host_rows(out.logits)
-    }
-
-    /// Appends `ids` and returns the logits of the last row, `[vocab]`: the distribution of
-    /// the next token.
-    pub fn prefill(&mut self, ids: &[u32]) -> Result<Vec<f32>, ModelError> {
-        let vocab = self.model.config().vocab_size;
-        let last = ids.len().checked_sub(1).ok_or_else(|| ModelError::Invalid("prefill needs at least one token".into()))?;
-        let device = self.model.embed.weight.val().device();
-        for &t in ids {
-            if t as usize >= vocab {
-                return Err(ModelError::Invalid(format!("token id {t} is outside the model's vocabulary of {vocab}")));
-            }
-        }
-        let out = self.model.forward_with(token_tensor(ids, &device), Some(&mut self.cache), &ForwardOptions::default())?;
-        self.tokens.extend_from_slice(ids);
-        self.scaling_factor = out.scaling_factor;
-        // Only the last row crosses to the host.
-        host_rows(out.logits.narrow(1, last, 1))
+        Ok(out.logits)
     }
 
     /// Appends one token and returns the next token's logits, `[vocab]`.
@@ -124,10 +122,7 @@ impl<'m, B: ClexBackend> Session<'m, B> {
         if let Some(m) = max_seq_len
             && self.tokens.len() + prompt.len() >= m
         {
-            return Err(ModelError::Invalid(format!(
-                "the prompt has {} tokens; the maximum sequence length is {m}",
-                self.tokens.len() + prompt.len()
-            )));
+            return Err(ModelError::TooLong { tokens: self.tokens.len() + prompt.len(), limit: m });
         }
         let logits = self.prefill(prompt)?;
         Ok(Generation {
