@@ -146,15 +146,6 @@ pub enum Protocol {
 }
 
 impl Protocol {
-    /// The protocol's name on the command line and in reports: chunks, kv-chunks, sliding.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Protocol::Chunks => "chunks",
-            Protocol::KvChunks { .. } => "kv-chunks",
-            Protocol::Sliding { .. } => "sliding",
-        }
-    }
-
     /// Tokens in one forward at evaluation length `len` (of one window: chunks batch several).
     pub fn forward_len(&self, len: usize) -> usize {
         match *self {
