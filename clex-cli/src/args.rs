@@ -1,5 +1,6 @@
-//! Flags several subcommands share: `--dtype`, `--cache-policy`, the rope override group and
-//! `--tokenizer`'s fallback to the model's own tokenizer.
+//! Flags several subcommands share: `--dtype`, `--cache-policy`, the rope override group,
+//! `--allow-nonfinite`, `--tokenizer`'s fallback to the model's own tokenizer, and the value
+//! parsers that refuse NaN, infinities and out-of-range numbers at the flag.
 
 use std::path::Path;
 
@@ -56,11 +57,11 @@ pub struct RopeOverride {
     #[arg(long, value_enum)]
     pub rope_scaling: Option<RopeKind>,
     /// Factor for --rope-scaling (for clex: T_max, the largest scaling factor t).
-    #[arg(long, default_value_t = 2.0)]
+    #[arg(long, default_value_t = 2.0, value_parser = positive)]
     pub rope_factor: f64,
     /// P, the length scaling starts from (max_position_embeddings; default: the model's).
-    #[arg(long)]
-    pub rope_p: Option<usize>,
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=clex_core::config::limits::MAX_POSITIONS as u64))]
+    pub rope_p: Option<u64>,
 }
 
 impl RopeOverride {
@@ -73,15 +74,74 @@ impl RopeOverride {
             return Ok(source.config().clone());
         };
         let rope = RopeChange::new(kind, self.rope_factor).context("--rope-factor")?;
-        source.config().with_rope(&rope, self.rope_p).with_context(|| format!("--rope-scaling on {}", source.path().display()))
+        let p = self.rope_p.map(|p| p as usize);
+        source.config().with_rope(&rope, p).with_context(|| {
+            format!("--rope-scaling {} --rope-factor {} on {}", flag_name(kind), self.rope_factor, source.path().display())
+        })
     }
 }
 
-/// The tokenizer `--tokenizer` names, else `source`'s own; with where it came from, for
-/// messages.
+/// A value-enum flag's value as typed on the command line.
+fn flag_name(value: impl clap::ValueEnum) -> String {
+    value.to_possible_value().map(|v| v.get_name().to_string()).unwrap_or_default()
+}
+
+/// The tokenizer `--tokenizer` names, else `source`'s own, checked against the model's
+/// vocabulary (every id it can produce, [`ModelSource::tokenizer_or`]); with
+/// where it came from, for messages.
 pub fn tokenizer(flag: Option<&Path>, source: &ModelSource) -> anyhow::Result<(Tokenizer, String)> {
-    Ok(match flag {
-        Some(p) => (clex_models::load_tokenizer(p)?, p.display().to_string()),
-        None => (source.tokenizer()?, source.tokenizer_origin()),
-    })
+    Ok(source.tokenizer_or(flag)?)
+}
+
+/// `--allow-nonfinite`, shared by the subcommands that load a model.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct LoadFlags {
+    /// Load weights holding NaN or infinities (refused by default, naming the tensor), e.g. to
+    /// inspect a broken file.
+    #[arg(long)]
+    pub allow_nonfinite: bool,
+}
+
+impl LoadFlags {
+    /// Opens the model at `path` ([`ModelSource::open`]) with these flags.
+    pub fn open(&self, path: &Path) -> anyhow::Result<ModelSource> {
+        let mut source = ModelSource::open(path)?;
+        source.set_allow_nonfinite(self.allow_nonfinite);
+        Ok(source)
+    }
+}
+
+/// The text of a file a flag names, which must be a regular file (a FIFO would block).
+pub fn read_flag_file(flag: &str, path: &Path) -> anyhow::Result<String> {
+    clex_models::weights::read_regular(path).with_context(|| format!("{flag} {}", path.display()))
+}
+
+/// A finite number >= 0 (`--temperature`).
+pub fn non_negative(s: &str) -> Result<f64, String> {
+    let x: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    if x.is_finite() && x >= 0.0 { Ok(x) } else { Err(format!("{x} is not accepted; accepted values: a finite number >= 0")) }
+}
+
+/// A finite number > 0 (`--rope-factor`, `--repeat-penalty`).
+pub fn positive(s: &str) -> Result<f64, String> {
+    let x: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    if x.is_finite() && x > 0.0 { Ok(x) } else { Err(format!("{x} is not accepted; accepted values: a finite number > 0")) }
+}
+
+/// A finite f32 > 0 (`--repeat-penalty`).
+pub fn positive_f32(s: &str) -> Result<f32, String> {
+    let x: f32 = s.parse().map_err(|e| format!("{e}"))?;
+    if x.is_finite() && x > 0.0 { Ok(x) } else { Err(format!("{x} is not accepted; accepted values: a finite number > 0")) }
+}
+
+/// A number in (0, 1] (`--top-p`).
+pub fn probability(s: &str) -> Result<f64, String> {
+    let x: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    if x > 0.0 && x <= 1.0 { Ok(x) } else { Err(format!("{x} is not accepted; accepted values: a number > 0 and <= 1")) }
+}
+
+/// A number in [0, 1] (`--depths`).
+pub fn fraction(s: &str) -> Result<f64, String> {
+    let x: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    if (0.0..=1.0).contains(&x) { Ok(x) } else { Err(format!("{x} is not accepted; accepted values: a number in [0, 1]")) }
 }

@@ -25,9 +25,13 @@ pub struct ConvertArgs {
 }
 
 pub fn run(args: ConvertArgs) -> anyhow::Result<()> {
-    if !args.gguf.is_file() {
+    if !args.gguf.exists() {
         bail!("{}: GGUF file not found", args.gguf.display());
     }
+    // Only a regular file is opened (a FIFO would block), and only weights that fit.
+    let source = clex_models::ModelSource::open(&args.gguf)?;
+    crate::memory::check_load(&source, source.config(), burn::tensor::DType::F32)?;
+    drop(source);
     if args.out.join("config.json").exists() && !args.force {
         bail!("{}: already holds a model (config.json); pass --force to replace it", args.out.display());
     }

@@ -5,11 +5,11 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clex_models::backend::{self, Inference};
 use clex_models::{GenerateOptions, ModelError, ModelSource, SamplingParams, Session};
 
-use crate::args::{CachePolicyFlag, Dtype, RopeOverride};
+use crate::args::{self, CachePolicyFlag, Dtype, LoadFlags, RopeOverride};
 
 /// Arguments of `clex generate`.
 #[derive(clap::Args, Debug)]
@@ -30,16 +30,16 @@ pub struct GenerateArgs {
     #[arg(short = 'n', long, default_value_t = 100)]
     sample_len: usize,
     /// 0 = greedy.
-    #[arg(long, default_value_t = 0.8)]
+    #[arg(long, default_value_t = 0.8, value_parser = args::non_negative)]
     temperature: f64,
     /// Keep the k most likely tokens.
     #[arg(long)]
     top_k: Option<usize>,
     /// Nucleus sampling mass.
-    #[arg(long)]
+    #[arg(long, value_parser = args::probability)]
     top_p: Option<f64>,
     /// Repetition penalty (1 = off).
-    #[arg(long, default_value_t = 1.1)]
+    #[arg(long, default_value_t = 1.1, value_parser = args::positive_f32)]
     repeat_penalty: f32,
     /// Tokens the repetition penalty looks back over.
     #[arg(long, default_value_t = 64)]
@@ -65,23 +65,19 @@ pub struct GenerateArgs {
     bos: Option<bool>,
     #[command(flatten)]
     rope: RopeOverride,
+    #[command(flatten)]
+    load: LoadFlags,
 }
 
 pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
-    let source = ModelSource::open(&args.model)?;
+    let source: ModelSource = args.load.open(&args.model)?;
     let run_config = args.rope.config(&source)?;
-    let (tokenizer, tok_label) = crate::args::tokenizer(args.tokenizer.as_deref(), &source)?;
-    if tokenizer.get_vocab_size(true) > run_config.vocab_size {
-        bail!(
-            "{tok_label}: tokenizer has {} entries but the model's vocab_size is {}",
-            tokenizer.get_vocab_size(true),
-            run_config.vocab_size
-        );
-    }
+    let (tokenizer, _) = args::tokenizer(args.tokenizer.as_deref(), &source)?;
     let prompt = match &args.prompt_file {
-        Some(p) => std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+        Some(p) => args::read_flag_file("--prompt-file", p)?,
         None => args.prompt.clone(),
     };
+    crate::memory::check_load(&source, &run_config, args.dtype.into())?;
     let device = backend::device(args.device);
     let model = source.load_with::<Inference>(run_config, &device, args.dtype.into())?;
     let config = model.config();
@@ -92,7 +88,8 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         Some(b) if ids.first() != Some(&b) => std::iter::once(b).chain(ids).collect(),
         _ => ids,
     };
-    crate::memory::check(&model, "the prompt", ids.len(), ids.len() + args.sample_len)?;
+    let total = ids.len().checked_add(args.sample_len).context("-n: the prompt and the tokens to generate are more than 2^64")?;
+    crate::memory::check(&model, "the prompt", ids.len(), total)?;
     let options = GenerateOptions {
         sampling: SamplingParams {
             temperature: args.temperature,

@@ -10,7 +10,6 @@ use clex_core::ClexLayer;
 use clex_core::clex::ode::OdeFunction;
 use clex_core::clex::solver;
 use clex_eval::plot::theta_svg;
-use clex_models::ModelSource;
 use clex_models::backend::{self, Inference};
 use clex_models::gguf::GgufFile;
 use serde_json::json;
@@ -30,10 +29,13 @@ pub struct InspectArgs {
     /// Draw θ_i(t) / θ_i(1) against t for a few frequencies i (SVG) here; CLEX models only.
     #[arg(long)]
     plot: Option<PathBuf>,
+    #[command(flatten)]
+    load: crate::args::LoadFlags,
 }
 
 pub fn run(args: InspectArgs) -> anyhow::Result<()> {
-    let source = ModelSource::open(&args.model)?;
+    let source = args.load.open(&args.model)?;
+    crate::memory::check_load(&source, source.config(), DType::F32)?;
     let model = source.load::<Inference>(&backend::device(args.device), DType::F32)?;
     let gguf = source.gguf().map(gguf_summary).transpose()?;
     let cfg = model.config();

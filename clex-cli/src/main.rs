@@ -40,7 +40,17 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // --help and --version print as clap lays them out; a usage error is one line.
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            let text = e.render().to_string();
+            let line = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ");
+            eprintln!("{}", cut(&line));
+            return std::process::ExitCode::from(2);
+        }
+    };
     let result = match cli.command {
         Command::Convert(args) => convert::run(args),
         Command::Generate(args) => generate::run(*args),
@@ -53,8 +63,35 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", message(&e));
             std::process::ExitCode::from(2)
         }
     }
+}
+
+/// Longest error line printed, in characters.
+const MAX_MESSAGE_CHARS: usize = 1000;
+
+/// `e` and its causes on one line, each cause once: many errors' Display already includes
+/// their source (`path: cause`), which anyhow's `{:#}` would print a second time. Values a
+/// file or flag put in the message are cut short, and so is the line.
+fn message(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    cut(&out)
+}
+
+/// `text` on one line of at most [`MAX_MESSAGE_CHARS`] characters.
+fn cut(text: &str) -> String {
+    let line: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).take(MAX_MESSAGE_CHARS).collect();
+    if text.chars().count() > MAX_MESSAGE_CHARS { format!("{line}… ({} bytes)", text.len()) } else { line }
 }

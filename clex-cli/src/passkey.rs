@@ -6,12 +6,16 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clex_eval::passkey::PasskeyTask;
-use clex_models::ModelSource;
 use clex_models::backend::{self, Inference};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use crate::args::Dtype;
+use crate::args::{self, Dtype, LoadFlags};
+
+/// Tokens the greedy answer of a trial may take (clex-eval's passkey reads 8).
+const ANSWER_TOKENS: usize = 8;
+/// Most trials per cell.
+const MAX_TRIALS: u64 = 100_000;
 
 /// Arguments of `clex passkey`.
 #[derive(clap::Args, Debug)]
@@ -29,11 +33,11 @@ pub struct PasskeyArgs {
     #[arg(long, value_delimiter = ',')]
     lengths: Option<Vec<usize>>,
     /// Depths of the key as fractions of the filler, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "0,0.25,0.5,0.75,1")]
+    #[arg(long, value_delimiter = ',', default_value = "0,0.25,0.5,0.75,1", value_parser = args::fraction)]
     depths: Vec<f64>,
     /// Trials (random keys) per length and depth.
-    #[arg(long, default_value_t = 3)]
-    trials: usize,
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=MAX_TRIALS))]
+    trials: u64,
     /// Seed of the keys.
     #[arg(long, default_value_t = 17)]
     seed: u64,
@@ -43,6 +47,8 @@ pub struct PasskeyArgs {
     /// Write the results as JSON here (per cell, and per trial: key, needle position, answer).
     #[arg(long)]
     json: Option<PathBuf>,
+    #[command(flatten)]
+    load: LoadFlags,
 }
 
 pub fn run(args: PasskeyArgs) -> anyhow::Result<()> {
@@ -50,14 +56,22 @@ pub fn run(args: PasskeyArgs) -> anyhow::Result<()> {
     if args.depths.iter().any(|d| !(0.0..=1.0).contains(d)) {
         bail!("--depths: every depth must be in [0, 1]");
     }
-    let source = ModelSource::open(&args.model)?;
+    let source = args.load.open(&args.model)?;
+    // The tokenizer is checked against the model (every id it can produce) before loading.
+    let (tok, _) = args::tokenizer(args.tokenizer.as_deref(), &source)?;
+    crate::memory::check_load(&source, source.config(), args.dtype.into())?;
     let model = source.load::<Inference>(&device, args.dtype.into())?;
     let p = model.rope().max_position_embeddings;
     let lengths: Vec<usize> = match &args.lengths {
         Some(l) => l.clone(),
-        None => vec![p, 2 * p, 4 * p],
+        None => [1, 2, 4].iter().filter_map(|k| p.checked_mul(*k)).collect(),
     };
-    let (tok, _) = crate::args::tokenizer(args.tokenizer.as_deref(), &source)?;
+    for &len in &lengths {
+        // Each trial is one forward over the prompt, then the answer through the cache.
+        let total = len.checked_add(ANSWER_TOKENS).context("--lengths: a length near 2^64")?;
+        crate::memory::check(&model, &format!("--lengths {len}"), len, total)?;
+    }
+    let trials = args.trials as usize;
     let bos = if source.add_bos()? { model.config().bos_token_id } else { None };
     let task = PasskeyTask::new(&tok, bos)?;
     let mut rng = ChaCha8Rng::seed_from_u64(args.seed);
@@ -65,7 +79,7 @@ pub fn run(args: PasskeyArgs) -> anyhow::Result<()> {
     let mut cells = Vec::new();
     for &len in &lengths {
         for &depth in &args.depths {
-            let cell = task.run_cell(&model, len, depth, args.trials, &mut rng).with_context(|| format!("--lengths {len}"))?;
+            let cell = task.run_cell(&model, len, depth, trials, &mut rng).with_context(|| format!("--lengths {len}"))?;
             let (correct, acc) = (cell.correct(), cell.accuracy());
             println!("{len:>8} {depth:>6.2} {correct:>4}/{:<3} {acc:>9.3}", args.trials);
             let detail: Vec<_> = cell

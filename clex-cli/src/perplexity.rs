@@ -6,14 +6,14 @@
 
 use std::path::PathBuf;
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 use clex_eval::corpus::{Split, read_documents};
 use clex_eval::eval::{Limits, Protocol, evaluate};
 use clex_eval::plot::{Series, perplexity_svg};
 use clex_models::ModelSource;
 use clex_models::backend::{self, Inference};
 
-use crate::args::{Dtype, RopeOverride};
+use crate::args::{Dtype, LoadFlags, RopeOverride};
 
 /// `--protocol`: how windows are fed and scored (see [`Protocol`]).
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,17 +71,17 @@ pub struct PerplexityArgs {
     #[arg(long, value_delimiter = ',', conflicts_with = "up_to_factor")]
     lengths: Option<Vec<usize>>,
     /// Lengths P, 2P, 4P, ... up to this multiple of max_position_embeddings.
-    #[arg(long)]
-    up_to_factor: Option<usize>,
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    up_to_factor: Option<u64>,
     /// How windows are fed and scored.
     #[arg(long, value_enum, default_value_t = ProtocolFlag::Chunks)]
     protocol: ProtocolFlag,
-    /// Chunk size of the kv-chunks protocol (default: P).
-    #[arg(long)]
-    chunk: Option<usize>,
-    /// Stride of the sliding protocol (default: half the length).
-    #[arg(long)]
-    stride: Option<usize>,
+    /// Chunk size of the kv-chunks protocol (default: P; at least 2).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(2..))]
+    chunk: Option<u64>,
+    /// Stride of the sliding protocol (default: half the length; at least 1).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    stride: Option<u64>,
     /// Tokens evaluated per length at most.
     #[arg(long, default_value_t = 32768)]
     max_tokens: usize,
@@ -105,6 +105,8 @@ pub struct PerplexityArgs {
     plot: Option<PathBuf>,
     #[command(flatten)]
     rope: RopeOverride,
+    #[command(flatten)]
+    load: LoadFlags,
 }
 
 /// Default of `--batch-tokens`: batches of short windows without a large logits tensor.
@@ -117,9 +119,15 @@ fn progress(msg: &str) {
 }
 
 pub fn run(args: PerplexityArgs) -> anyhow::Result<()> {
-    let sources = args.model.iter().map(|m| ModelSource::open(m)).collect::<Result<Vec<_>, _>>()?;
+    let sources = args.model.iter().map(|m| args.load.open(m)).collect::<Result<Vec<ModelSource>, _>>()?;
     let split = args.split.split();
     let (tok, tok_label) = crate::args::tokenizer(args.tokenizer.as_deref(), &sources[0])?;
+    for data in &args.data {
+        // A FIFO or device would block or never end; directories are walked by the reader.
+        if !data.is_dir() {
+            clex_models::weights::open_regular(data).context("--data")?;
+        }
+    }
     let docs: Vec<_> = args
         .data
         .iter()
@@ -132,20 +140,21 @@ pub fn run(args: PerplexityArgs) -> anyhow::Result<()> {
     let mut all = Vec::new();
     let mut curves = Vec::new();
     for (model_dir, source) in args.model.iter().zip(&sources) {
-        let model = source.load_with::<Inference>(args.rope.config(source)?, &backend::device(args.device), args.dtype.into())?;
-        if tok.get_vocab_size(true) > model.config().vocab_size {
-            bail!(
-                "{tok_label}: tokenizer has {} entries but {} has vocab_size {}",
-                tok.get_vocab_size(true),
-                model_dir.display(),
-                model.config().vocab_size
-            );
-        }
+        // The tokenizer was checked against the first model; the others must take its ids too.
+        source.check_tokenizer(&tok, &tok_label)?;
+        let config = args.rope.config(source)?;
+        crate::memory::check_load(source, &config, args.dtype.into())?;
+        let model = source.load_with::<Inference>(config, &backend::device(args.device), args.dtype.into())?;
         let p = model.rope().max_position_embeddings;
         let lengths: Vec<usize> = match (&args.lengths, args.up_to_factor) {
             (Some(l), _) => l.clone(),
-            (None, Some(f)) => std::iter::successors(Some(p), |l| Some(l * 2)).take_while(|l| *l <= f * p).collect(),
-            (None, None) => vec![p, 2 * p, 4 * p],
+            (None, Some(f)) => {
+                // P, 2P, 4P, ... while <= f·P, in u64 with checked products (f·P and the
+                // doubling may pass 2^64).
+                let limit = (p as u64).saturating_mul(f);
+                std::iter::successors(Some(p as u64), |l| l.checked_mul(2)).take_while(|l| *l <= limit).map(|l| l as usize).collect()
+            }
+            (None, None) => [1, 2, 4].iter().filter_map(|k| p.checked_mul(*k)).collect(),
         };
         if lengths.iter().any(|&l| l < 2) {
             bail!("--lengths: every length must be at least 2");
@@ -178,12 +187,12 @@ pub fn run(args: PerplexityArgs) -> anyhow::Result<()> {
             }
             let protocol = match args.protocol {
                 ProtocolFlag::Chunks => Protocol::Chunks,
-                ProtocolFlag::KvChunks => Protocol::KvChunks { chunk: args.chunk.unwrap_or(p).max(2) },
-                ProtocolFlag::Sliding => Protocol::Sliding { stride: args.stride.unwrap_or(len / 2).max(1) },
+                ProtocolFlag::KvChunks => Protocol::KvChunks { chunk: args.chunk.map_or(p, |c| c as usize).max(2) },
+                ProtocolFlag::Sliding => Protocol::Sliding { stride: args.stride.map_or(len / 2, |s| s as usize).max(1) },
             };
             let limits = Limits { max_tokens: args.max_tokens, max_batch_tokens: args.batch_tokens };
             let batch = if protocol == Protocol::Chunks { (args.batch_tokens / len).max(1) } else { 1 };
-            crate::memory::check(&model, &format!("length {len}"), batch * protocol.forward_len(len), len)?;
+            crate::memory::check_batch(&model, &format!("length {len}"), batch, protocol.forward_len(len), len)?;
             let mut report = |i: usize, n: usize| progress(&format!("length {len}: window {i}/{n}"));
             let score = evaluate(&model, &stream, len, protocol, limits, &mut report)?;
             progress("");

@@ -23,7 +23,7 @@ pub fn run(args: RopeArgs) -> anyhow::Result<()> {
     let rope = if is_gguf(&path) {
         clex_models::ModelSource::open(&path)?.config().rope.clone()
     } else {
-        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let text = clex_models::weights::read_regular(&path)?;
         RopeConfig::from_hf_str(&text).with_context(|| format!("in {}", path.display()))?
     };
     println!("kind: {}", rope.scaling.kind());
@@ -56,5 +56,6 @@ pub fn run(args: RopeArgs) -> anyhow::Result<()> {
 /// True when the file starts with the GGUF magic.
 fn is_gguf(path: &std::path::Path) -> bool {
     let mut magic = [0u8; 4];
-    std::fs::File::open(path).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic)).is_ok() && &magic == b"GGUF"
+    // Only a regular file is opened: a FIFO would block here.
+    clex_models::weights::open_regular(path).is_ok_and(|mut f| std::io::Read::read_exact(&mut f, &mut magic).is_ok()) && &magic == b"GGUF"
 }

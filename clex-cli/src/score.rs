@@ -8,11 +8,10 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use clex_eval::eval::{Tally, token_nll};
 use clex_models::backend::{self, Inference};
-use clex_models::session::token_tensor;
 use clex_models::{CachePolicy, ModelSource, Session};
 use safetensors::tensor::TensorView;
 
-use crate::args::{self, CachePolicyFlag};
+use crate::args::{self, CachePolicyFlag, LoadFlags};
 
 /// Arguments of `clex score`.
 #[derive(clap::Args, Debug)]
@@ -50,6 +49,8 @@ pub struct ScoreArgs {
     /// Compute dtype.
     #[arg(long, value_enum, default_value_t = args::Dtype::F32)]
     dtype: args::Dtype,
+    #[command(flatten)]
+    load: LoadFlags,
 }
 
 fn token_ids(args: &ScoreArgs, source: &ModelSource) -> anyhow::Result<Vec<u32>> {
@@ -57,8 +58,14 @@ fn token_ids(args: &ScoreArgs, source: &ModelSource) -> anyhow::Result<Vec<u32>>
         return Ok(ids.clone());
     }
     if let Some(p) = &args.ids_file {
-        let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-        return serde_json::from_str(&text).with_context(|| format!("{}: expected a JSON array of token ids", p.display()));
+        let text = args::read_flag_file("--ids-file", p)?;
+        return serde_json::from_str::<Vec<u32>>(&text).map_err(|e| {
+            anyhow::anyhow!(
+                "--ids-file {}: expected a JSON array of token ids (0 to 2^32 - 1): {}",
+                p.display(),
+                clex_core::config::echo_long(&e.to_string())
+            )
+        });
     }
     if let Some(t) = &args.text {
         let (tok, _) = crate::args::tokenizer(args.tokenizer.as_deref(), source)?;
@@ -68,44 +75,55 @@ fn token_ids(args: &ScoreArgs, source: &ModelSource) -> anyhow::Result<Vec<u32>>
 }
 
 pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
-    let source = ModelSource::open(&args.model)?;
+    let source = args.load.open(&args.model)?;
     let (dtype, policy) = (burn::tensor::DType::from(args.dtype), CachePolicy::from(args.cache_policy));
     let ids = token_ids(&args, &source)?;
     if ids.is_empty() {
         bail!("no tokens to score");
     }
-    let device = backend::device(args.device);
-    let model = source.load::<Inference>(&device, dtype)?;
-    let vocab = model.config().vocab_size;
+    let vocab = source.config().vocab_size;
     if let Some(bad) = ids.iter().find(|&&t| t as usize >= vocab) {
         bail!("token id {bad} is outside the model's vocabulary of {vocab}");
     }
+    crate::memory::check_load(&source, source.config(), dtype)?;
+    let device = backend::device(args.device);
+    let model = source.load::<Inference>(&device, dtype)?;
+    let vocab = model.config().vocab_size;
     crate::memory::check(&model, "scoring", args.prefill.unwrap_or(ids.len()), ids.len())?;
-    let mut logits: Vec<f32> = Vec::with_capacity(ids.len() * vocab);
-    match args.prefill {
-        None => logits.extend(
-            model
-                .forward(token_tensor(&ids, &device))?
-                .into_data()
-                .convert::<f32>()
-                .to_vec::<f32>()
-                .map_err(|e| anyhow::anyhow!("{e:?}"))?,
-        ),
-        Some(n) => {
-            if n == 0 || n > ids.len() {
-                bail!("--prefill {n}: must be between 1 and the number of tokens ({})", ids.len());
-            }
-            let mut session = Session::new(&model, policy);
-            logits.extend(session.logits(&ids[..n])?);
-            for &id in &ids[n..] {
-                logits.extend(session.step(id)?);
-            }
-        }
+    if args.out.is_some() {
+        // The logits kept for the file, and its serialised bytes.
+        let bytes = ids.len().checked_mul(vocab).and_then(|n| n.checked_mul(8)).context("--out: the logits are more than 2^64 bytes")?;
+        crate::memory::check_bytes("--out: every row's logits", bytes)?;
     }
-    // NLL of token i+1 given the prefix up to i.
-    let nll: Vec<f64> = (0..ids.len() - 1).map(|i| token_nll(&logits[i * vocab..(i + 1) * vocab], ids[i + 1] as usize)).collect();
+    let prefill = match args.prefill {
+        None => ids.len(),
+        Some(n) if n == 0 || n > ids.len() => bail!("--prefill {n}: must be between 1 and the number of tokens ({})", ids.len()),
+        Some(n) => n,
+    };
+    // The prompt goes through the cache in chunks (equal to one forward over it), then one
+    // token at a time; each chunk's rows are scored as they come, and kept only for --out.
+    let mut logits: Vec<f32> = Vec::new();
+    let mut nll: Vec<f64> = Vec::with_capacity(ids.len());
     let mut tally = Tally::default();
-    tally.add(&logits, vocab, &ids, 0);
+    let mut take = |first: usize, rows: &[f32]| {
+        let n = rows.len() / vocab;
+        let end = (first + n).min(ids.len() - 1);
+        for i in first..end {
+            nll.push(token_nll(&rows[(i - first) * vocab..(i - first + 1) * vocab], ids[i + 1] as usize));
+        }
+        tally.add_rows(rows, vocab, &ids[first..], 0, n);
+        if args.out.is_some() {
+            logits.extend_from_slice(rows);
+        }
+    };
+    let mut session = Session::new(&model, policy);
+    session.logits_by_chunk(&ids[..prefill], |first, rows| {
+        take(first, rows);
+        Ok(())
+    })?;
+    for (i, &id) in ids.iter().enumerate().skip(prefill) {
+        take(i, &session.step(id)?);
+    }
     let mean = tally.mean_nll();
     println!("{} tokens, mean NLL {mean:.6} (perplexity {:.4})", ids.len(), tally.perplexity());
     if let Some(out) = &args.out {

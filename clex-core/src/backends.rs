@@ -3,9 +3,26 @@
 //! the differentiable version). This file only lists types: which backend a program runs on
 //! is decided in one place, `clex-models`' `backend` module.
 
+use burn::tensor::ops::FloatTensor;
+
+use crate::attention::{KeyMask, default_attention, default_kv_write, flex};
 use crate::clex::ClexBackend;
 
-impl ClexBackend for burn_flex::Flex {}
+/// burn-flex: our attention kernel and in-place cache writes (`crate::attention::flex`).
+impl ClexBackend for burn_flex::Flex {
+    const ATTENTION_SCORES: bool = false;
+
+    fn grouped_attention(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, mask: &KeyMask) -> FloatTensor<Self> {
+        match flex::attention(&q, &k, &v, mask) {
+            Some(out) => out,
+            None => default_attention::<Self>(q, k, v, mask),
+        }
+    }
+
+    fn kv_write(cache: FloatTensor<Self>, new: FloatTensor<Self>, at: usize) -> FloatTensor<Self> {
+        flex::kv_write(cache, &new, at).unwrap_or_else(|cache| default_kv_write::<Self>(cache, new, at))
+    }
+}
 
 /// wgpu with burn's fusion layer; its matmuls are cubecl's.
 #[cfg(feature = "wgpu")]

@@ -163,7 +163,61 @@ fn missing(key: &str, why: &str, accepted: &str) -> ConfigError {
 }
 
 fn invalid(key: &str, value: &Value, accepted: &str) -> ConfigError {
-    ConfigError::InvalidValue { key: key.into(), value: value.to_string(), accepted: accepted.into() }
+    ConfigError::InvalidValue { key: key.into(), value: echo(&value.to_string()), accepted: accepted.into() }
+}
+
+/// Longest value, in characters, an error message echoes: a 100 MB value must not become a
+/// 100 MB message.
+pub const MAX_ECHO_CHARS: usize = 80;
+
+/// `text` cut to [`MAX_ECHO_CHARS`] characters (marked with `…` and the full length), on
+/// one line.
+pub fn echo(text: &str) -> String {
+    let one_line: String = text.chars().take(MAX_ECHO_CHARS + 1).map(|c| if c.is_control() { ' ' } else { c }).collect();
+    if one_line.chars().count() <= MAX_ECHO_CHARS {
+        return one_line;
+    }
+    let head: String = one_line.chars().take(MAX_ECHO_CHARS).collect();
+    format!("{head}… ({} bytes)", text.len())
+}
+
+/// Longest message text, in characters, quoted from another library (a parser's error
+/// that may quote the input).
+pub const MAX_QUOTE_CHARS: usize = 400;
+
+/// `text` on one line, cut to [`MAX_QUOTE_CHARS`] characters.
+pub fn echo_long(text: &str) -> String {
+    let one_line: String = text.chars().take(MAX_QUOTE_CHARS + 1).map(|c| if c.is_control() { ' ' } else { c }).collect();
+    if one_line.chars().count() <= MAX_QUOTE_CHARS {
+        return one_line;
+    }
+    format!("{}… ({} bytes)", one_line.chars().take(MAX_QUOTE_CHARS).collect::<String>(), text.len())
+}
+
+/// Limits on the sizes a config may ask for. They keep every size product (heads × head
+/// dim, P × T_max, p × d, ...) far inside 64 bits and every table the rope builds small; the
+/// memory the weights and activations need is checked against the machine separately, when
+/// a model is loaded (`clex-models`' `ModelConfig::weight_bytes`, `CausalLm::memory_estimate`).
+pub mod limits {
+    /// Largest `head_dim` (real models: 64 to 256).
+    pub const MAX_HEAD_DIM: usize = 1 << 16;
+    /// Largest `max_position_embeddings` / `original_max_position_embeddings` (2^31).
+    pub const MAX_POSITIONS: usize = 1 << 31;
+    /// Largest CLEX `max_factor` T_max (released checkpoints: 16 to 64).
+    pub const MAX_CLEX_FACTOR: usize = 1 << 16;
+    /// Largest CLEX `param_factor` p (released checkpoints: 1).
+    pub const MAX_PARAM_FACTOR: usize = 1 << 10;
+    /// Most RK4 steps the CLEX θ table may take, (T_max − 1) / h: a solve of this many steps
+    /// takes seconds (released checkpoints: 6300).
+    pub const MAX_ODE_STEPS: f64 = 1e6;
+    /// Most multiply-adds the CLEX θ table's solve may take, (T_max − 1) / h RK4 steps of
+    /// four p·k² evaluations (released checkpoints: 10^8; this takes about a minute).
+    pub const MAX_ODE_WORK: f64 = 1e11;
+    /// Most weights the CLEX ODE network may have, 2·p·k² (released checkpoints: 8192; this is
+    /// 1 GiB in f32).
+    pub const MAX_CLEX_WEIGHTS: f64 = (1u64 << 28) as f64;
+    /// Largest scaling factor of linear / dynamic / YaRN / Llama-3 / LongRoPE scaling.
+    pub const MAX_ROPE_FACTOR: f64 = 1e6;
 }
 
 /// Reads typed values out of one JSON object, naming `prefix.key` in errors.
@@ -199,12 +253,38 @@ impl Keys<'_> {
         if v > 0.0 { Ok(v) } else { Err(invalid(&self.path(key), &Value::from(v), accepted)) }
     }
 
+    /// A scaling factor: a number in (0, [`limits::MAX_ROPE_FACTOR`]].
+    fn factor(&self, key: &str, why: &str) -> Result<f64, ConfigError> {
+        let accepted = format!("a number > 0 and <= {:e}", limits::MAX_ROPE_FACTOR);
+        let v = self.f64_req(key, why, &accepted)?;
+        if v > 0.0 && v <= limits::MAX_ROPE_FACTOR { Ok(v) } else { Err(invalid(&self.path(key), &Value::from(v), &accepted)) }
+    }
+
+    /// An optional number > 0.
+    fn positive_opt(&self, key: &str) -> Result<Option<f64>, ConfigError> {
+        let accepted = "a number > 0";
+        match self.f64_opt(key, accepted)? {
+            Some(v) if v <= 0.0 => Err(invalid(&self.path(key), &Value::from(v), accepted)),
+            v => Ok(v),
+        }
+    }
+
+    /// An optional integer in `1..=max`.
+    fn count_opt(&self, key: &str, max: usize) -> Result<Option<usize>, ConfigError> {
+        let accepted = format!("an integer >= 1 and <= {max}");
+        match self.usize_opt(key, &accepted)? {
+            Some(n) if n == 0 || n > max => Err(invalid(&self.path(key), &Value::from(n), &accepted)),
+            n => Ok(n),
+        }
+    }
+
     fn usize_opt(&self, key: &str, accepted: &str) -> Result<Option<usize>, ConfigError> {
         match self.get(key) {
             None => Ok(None),
             Some(v) => {
                 // Integers are sometimes written as 4096.0 by hand-edited configs.
-                let n = v.as_u64().or_else(|| v.as_f64().filter(|x| x.fract() == 0.0 && *x >= 0.0).map(|x| x as u64));
+                let n =
+                    v.as_u64().or_else(|| v.as_f64().filter(|x| x.fract() == 0.0 && *x >= 0.0 && *x < u64::MAX as f64).map(|x| x as u64));
                 n.map(|n| Some(n as usize)).ok_or_else(|| invalid(&self.path(key), v, accepted))
             }
         }
@@ -220,8 +300,9 @@ impl Keys<'_> {
     fn f64_list(&self, key: &str, why: &str, len: usize) -> Result<Vec<f64>, ConfigError> {
         let accepted = format!("a list of {len} numbers");
         let v = self.get(key).ok_or_else(|| missing(&self.path(key), why, &accepted))?;
+        let accepted = format!("a list of {len} numbers > 0");
         let list = v.as_array().ok_or_else(|| invalid(&self.path(key), v, &accepted))?;
-        let out: Option<Vec<f64>> = list.iter().map(Value::as_f64).collect();
+        let out: Option<Vec<f64>> = list.iter().map(|x| x.as_f64().filter(|x| x.is_finite() && *x > 0.0)).collect();
         match out {
             Some(out) if out.len() == len => Ok(out),
             _ => Err(invalid(&self.path(key), v, &accepted)),
@@ -275,13 +356,19 @@ impl RopeConfig {
             return Err(invalid("rope_theta", &Value::from(theta), "a number > 0"));
         }
 
+        let positions = format!("an integer >= 1 and <= {}", limits::MAX_POSITIONS);
         let max_position_embeddings = top
-            .usize_opt("max_position_embeddings", "a positive integer")?
-            .filter(|&p| p > 0)
-            .ok_or_else(|| missing("max_position_embeddings", "RoPE scaling is defined relative to it", "a positive integer"))?;
+            .count_opt("max_position_embeddings", limits::MAX_POSITIONS)?
+            .ok_or_else(|| missing("max_position_embeddings", "RoPE scaling is defined relative to it", &positions))?;
 
+        // `head_dim: 0` (or null) means "derive it", as transformers reads it.
         let head_dim = match top.usize_opt("head_dim", "a positive integer")? {
-            Some(h) if h > 0 => h,
+            Some(h) if h > 0 => {
+                if h > limits::MAX_HEAD_DIM {
+                    return Err(invalid("head_dim", &Value::from(h), &format!("an integer >= 1 and <= {}", limits::MAX_HEAD_DIM)));
+                }
+                h
+            }
             _ => {
                 let hidden = top
                     .usize_opt("hidden_size", "a positive integer")?
@@ -290,7 +377,25 @@ impl RopeConfig {
                     .usize_opt("num_attention_heads", "a positive integer")?
                     .filter(|&h| h > 0)
                     .ok_or_else(|| missing("num_attention_heads", "needed to derive head_dim", "a positive integer"))?;
-                hidden / heads
+                let h = hidden / heads;
+                if h == 0 {
+                    return Err(invalid(
+                        "num_attention_heads",
+                        &Value::from(heads),
+                        &format!("an integer from 1 to hidden_size ({hidden}): head_dim is hidden_size / num_attention_heads"),
+                    ));
+                }
+                if h > limits::MAX_HEAD_DIM {
+                    return Err(invalid(
+                        "hidden_size",
+                        &Value::from(hidden),
+                        &format!(
+                            "an integer <= {} x num_attention_heads ({heads}): head_dim is hidden_size / num_attention_heads",
+                            limits::MAX_HEAD_DIM
+                        ),
+                    ));
+                }
+                h
             }
         };
 
@@ -314,11 +419,14 @@ impl RopeConfig {
             }
         };
         if rotary_dim < 2 || rotary_dim % 2 != 0 {
-            return Err(invalid(
-                "partial_rotary_factor",
-                &Value::from(rotary_dim),
-                "a factor giving an even number of rotary dims >= 2 (head_dim x factor)",
-            ));
+            return Err(match partial {
+                Some((key, p)) => invalid(
+                    key,
+                    &Value::from(p),
+                    &format!("a factor giving an even number of rotary dims >= 2 (head_dim {head_dim} x factor = {rotary_dim})"),
+                ),
+                None => invalid("head_dim", &Value::from(head_dim), "an even number >= 2 (every dim is rotated)"),
+            });
         }
 
         let kind_value = rs.get("rope_type").map(|v| ("rope_type", v)).or_else(|| rs.get("type").map(|v| ("type", v)));
@@ -327,62 +435,97 @@ impl RopeConfig {
             Some((k, v)) => v.as_str().ok_or_else(|| invalid(&rs.path(k), v, ROPE_KINDS))?.to_string(),
         };
         let kind_key = rs.path(kind_value.map(|(k, _)| k).unwrap_or("rope_type"));
-        let original = |key_default: usize| -> Result<usize, ConfigError> {
-            Ok(rs
-                .usize_opt("original_max_position_embeddings", "a positive integer")?
-                .or(top.usize_opt("original_max_position_embeddings", "a positive integer")?)
-                .unwrap_or(key_default))
+        let original_opt = || -> Result<Option<usize>, ConfigError> {
+            let key = "original_max_position_embeddings";
+            Ok(rs.count_opt(key, limits::MAX_POSITIONS)?.or(top.count_opt(key, limits::MAX_POSITIONS)?))
         };
+        let original = |key_default: usize| -> Result<usize, ConfigError> { Ok(original_opt()?.unwrap_or(key_default)) };
 
         let scaling = match kind.as_str() {
             "default" => RopeScaling::Default,
-            "linear" => RopeScaling::Linear { factor: rs.positive("factor", "required by linear scaling")? },
-            "dynamic" => RopeScaling::Dynamic { factor: rs.positive("factor", "required by dynamic NTK scaling")? },
+            "linear" => RopeScaling::Linear { factor: rs.factor("factor", "required by linear scaling")? },
+            "dynamic" => RopeScaling::Dynamic { factor: rs.factor("factor", "required by dynamic NTK scaling")? },
             "yarn" => RopeScaling::Yarn(YarnParams {
-                factor: rs.positive("factor", "required by yarn")?,
+                factor: rs.factor("factor", "required by yarn")?,
                 original_max_position_embeddings: original(max_position_embeddings)?,
-                attention_factor: rs.f64_opt("attention_factor", "a number > 0")?,
+                attention_factor: rs.positive_opt("attention_factor")?,
                 beta_fast: rs.f64_opt("beta_fast", "a number")?.filter(|b| *b != 0.0).unwrap_or(32.0),
                 beta_slow: rs.f64_opt("beta_slow", "a number")?.filter(|b| *b != 0.0).unwrap_or(1.0),
                 mscale: rs.f64_opt("mscale", "a number")?,
                 mscale_all_dim: rs.f64_opt("mscale_all_dim", "a number")?,
                 truncate: rs.bool_opt("truncate")?.unwrap_or(true),
             }),
-            "llama3" => RopeScaling::Llama3(Llama3Params {
-                factor: rs.positive("factor", "required by llama3")?,
-                low_freq_factor: rs.positive("low_freq_factor", "required by llama3")?,
-                high_freq_factor: rs.positive("high_freq_factor", "required by llama3")?,
-                original_max_position_embeddings: rs
-                    .usize_opt("original_max_position_embeddings", "a positive integer")?
-                    .ok_or_else(|| missing(&rs.path("original_max_position_embeddings"), "required by llama3", "a positive integer"))?,
-            }),
+            "llama3" => {
+                let factor = rs.factor("factor", "required by llama3")?;
+                let low_freq_factor = rs.positive("low_freq_factor", "required by llama3")?;
+                let high_freq_factor = rs.positive("high_freq_factor", "required by llama3")?;
+                if high_freq_factor <= low_freq_factor {
+                    // The smoothing between the two wavelengths divides by their difference.
+                    return Err(invalid(
+                        &rs.path("high_freq_factor"),
+                        &Value::from(high_freq_factor),
+                        &format!("a number > low_freq_factor ({low_freq_factor})"),
+                    ));
+                }
+                RopeScaling::Llama3(Llama3Params {
+                    factor,
+                    low_freq_factor,
+                    high_freq_factor,
+                    original_max_position_embeddings: rs
+                        .count_opt("original_max_position_embeddings", limits::MAX_POSITIONS)?
+                        .ok_or_else(|| missing(&rs.path("original_max_position_embeddings"), "required by llama3", "a positive integer"))?,
+                })
+            }
             "longrope" => {
                 let k = rotary_dim / 2;
                 RopeScaling::LongRope(LongRopeParams {
                     short_factor: rs.f64_list("short_factor", "required by longrope", k)?,
                     long_factor: rs.f64_list("long_factor", "required by longrope", k)?,
-                    factor: rs.f64_opt("factor", "a number > 0")?,
-                    attention_factor: rs.f64_opt("attention_factor", "a number > 0")?,
-                    original_max_position_embeddings: rs
-                        .usize_opt("original_max_position_embeddings", "a positive integer")?
-                        .or(top.usize_opt("original_max_position_embeddings", "a positive integer")?)
-                        .ok_or_else(|| {
-                            missing(&rs.path("original_max_position_embeddings"), "required by longrope", "a positive integer")
-                        })?,
+                    factor: rs.positive_opt("factor")?,
+                    attention_factor: rs.positive_opt("attention_factor")?,
+                    original_max_position_embeddings: original_opt()?.ok_or_else(|| {
+                        missing(&rs.path("original_max_position_embeddings"), "required by longrope", "a positive integer")
+                    })?,
                 })
             }
             "clex" => RopeScaling::Clex(parse_clex(&rs)?),
-            other => return Err(ConfigError::UnknownKind { key: kind_key, kind: other.to_string(), accepted: ROPE_KINDS.into() }),
+            other => return Err(ConfigError::UnknownKind { key: kind_key, kind: echo(other), accepted: ROPE_KINDS.into() }),
         };
-        if let RopeScaling::Clex(p) = &scaling
-            && rotary_dim < 4
-        {
-            // The NTK time embedding divides by d - 2.
-            return Err(invalid(
-                "rotary dims",
-                &Value::from(rotary_dim),
-                &format!("CLEX needs at least 4 rotary dims (max_factor {})", p.max_factor),
-            ));
+        if let RopeScaling::Clex(p) = &scaling {
+            if rotary_dim < 4 {
+                // The NTK time embedding divides by d - 2.
+                return Err(invalid(
+                    "rotary dims",
+                    &Value::from(rotary_dim),
+                    &format!("CLEX needs at least 4 rotary dims (max_factor {})", p.max_factor),
+                ));
+            }
+            let k = (rotary_dim / 2) as f64;
+            let weights = 2.0 * p.param_factor as f64 * k * k;
+            if weights > limits::MAX_CLEX_WEIGHTS {
+                return Err(invalid(
+                    &rs.path("param_factor"),
+                    &Value::from(p.param_factor),
+                    &format!(
+                        "a factor giving at most {:e} ODE weights: 2 x param_factor x {k}^2 (rotary dims / 2) is {weights:e}",
+                        limits::MAX_CLEX_WEIGHTS
+                    ),
+                ));
+            }
+            let steps = ((p.max_factor - 1) as f64 / p.time_dt).max(1.0);
+            let work = steps * 4.0 * p.param_factor as f64 * k * k;
+            if work > limits::MAX_ODE_WORK {
+                return Err(invalid(
+                    &rs.path("param_factor"),
+                    &Value::from(p.param_factor),
+                    &format!(
+                        "a setting whose θ table takes at most {:e} multiply-adds: (max_factor {} - 1) / time_dt {} RK4 steps x 4 x param_factor x {k}^2 (rotary dims / 2) is {work:e}",
+                        limits::MAX_ODE_WORK,
+                        p.max_factor,
+                        p.time_dt
+                    ),
+                ));
+            }
         }
 
         Ok(RopeConfig { head_dim, rotary_dim, theta, max_position_embeddings, scaling })
@@ -390,18 +533,16 @@ impl RopeConfig {
 }
 
 fn parse_clex(rs: &Keys<'_>) -> Result<ClexParams, ConfigError> {
-    let int_ge1 = "an integer >= 1";
-    let max_factor =
-        rs.usize_opt("max_factor", int_ge1)?.ok_or_else(|| missing(&rs.path("max_factor"), "T_max of the CLEX ODE", int_ge1))?;
-    if max_factor < 1 {
-        return Err(invalid(&rs.path("max_factor"), &Value::from(max_factor), int_ge1));
-    }
-    let param_factor = rs
-        .usize_opt("param_factor", int_ge1)?
-        .ok_or_else(|| missing(&rs.path("param_factor"), "hidden width multiplier of the CLEX ODE", int_ge1))?;
-    if param_factor < 1 {
-        return Err(invalid(&rs.path("param_factor"), &Value::from(param_factor), int_ge1));
-    }
+    let max_factor = rs.count_opt("max_factor", limits::MAX_CLEX_FACTOR)?.ok_or_else(|| {
+        missing(&rs.path("max_factor"), "T_max of the CLEX ODE", &format!("an integer >= 1 and <= {}", limits::MAX_CLEX_FACTOR))
+    })?;
+    let param_factor = rs.count_opt("param_factor", limits::MAX_PARAM_FACTOR)?.ok_or_else(|| {
+        missing(
+            &rs.path("param_factor"),
+            "hidden width multiplier of the CLEX ODE",
+            &format!("an integer >= 1 and <= {}", limits::MAX_PARAM_FACTOR),
+        )
+    })?;
     let act_value = rs.get("act").ok_or_else(|| {
         missing(&rs.path("act"), "activation of the CLEX ODE (released checkpoints: tanh, or silu for 7B-16K)", "tanh, silu")
     })?;
@@ -413,6 +554,19 @@ fn parse_clex(rs: &Keys<'_>) -> Result<ClexParams, ConfigError> {
     let time_dt = rs.f64_req("time_dt", "RK4 step of the CLEX ODE (0.01 in every released checkpoint)", "a number in (0, 1]")?;
     if !(time_dt > 0.0 && time_dt <= 1.0) {
         return Err(invalid(&rs.path("time_dt"), &Value::from(time_dt), "a number in (0, 1]"));
+    }
+    // The θ table is solved from t = 1 to T_max in steps of h (in f32): bound the step count,
+    // which also keeps h a normal f32.
+    let min_dt = ((max_factor - 1) as f64 / limits::MAX_ODE_STEPS).max(1e-6);
+    if time_dt < min_dt {
+        return Err(invalid(
+            &rs.path("time_dt"),
+            &Value::from(time_dt),
+            &format!(
+                "a number in [{min_dt:e}, 1]: (max_factor {max_factor} - 1) / time_dt is the RK4 step count, at most {:e}",
+                limits::MAX_ODE_STEPS
+            ),
+        ));
     }
     // `factor` is a dummy (always 1) kept only because HF's per-layer rope reads it.
     Ok(ClexParams { max_factor, param_factor, act, time_dt })

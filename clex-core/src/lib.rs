@@ -6,6 +6,8 @@
 //!   application (rotate-half, partial rotary).
 //! - [`clex`]: the CLEX ODE, its torchdiffeq-compatible solver with exact reverse mode, the
 //!   layer's θ table, t selection, log scaling and the training position sampler.
+//! - [`attention`]: attention over sequence-major tensors with grouped KV heads and the
+//!   KV-cache write, per backend (our kernel on burn-flex, burn's fused op elsewhere).
 //! - [`frequencies()`] / [`training_frequencies`]: the one answer to "which frequencies for
 //!   N tokens" for every kind, CLEX included.
 //!
@@ -14,6 +16,7 @@
 
 #![warn(missing_docs)]
 
+pub mod attention;
 mod backends;
 pub mod clex;
 pub mod config;

@@ -15,6 +15,7 @@
 
 use burn::tensor::{Int, Tensor, TensorData};
 use clex_core::ClexBackend;
+use clex_models::session::PREFILL_CHUNK;
 use clex_models::{CachePolicy, CausalLm, Session};
 
 use crate::error::EvalError;
@@ -221,7 +222,11 @@ pub fn evaluate<B: ClexBackend>(
                 let window = &stream[begin..end];
                 // Score only the targets the previous window did not.
                 let first_new = (prev_end.max(begin + 1) - begin).saturating_sub(1);
-                tally.add(&forward_rows(model, &[window])?, vocab, window, first_new);
+                if window.len() > PREFILL_CHUNK {
+                    score_long_window(model, window, &[0], std::slice::from_mut(&mut tally), first_new)?;
+                } else {
+                    tally.add(&forward_rows(model, &[window])?, vocab, window, first_new);
+                }
                 windows += 1;
                 on_window(windows, total);
                 prev_end = end;
@@ -274,6 +279,13 @@ fn score_batches<B: ClexBackend>(
     }
     let vocab = model.config().vocab_size;
     let mut done = 0;
+    if len > PREFILL_CHUNK {
+        for (i, w) in windows.iter().enumerate() {
+            score_long_window(model, w, starts, &mut tallies, 0)?;
+            on_batch(i + 1, windows.len());
+        }
+        return Ok(tallies);
+    }
     for batch in windows.chunks((max_batch_tokens / len).max(1)) {
         let logits = forward_rows(model, batch)?;
         for (w, rows) in batch.iter().zip(logits.chunks_exact(len * vocab)) {
@@ -285,6 +297,34 @@ fn score_batches<B: ClexBackend>(
         on_batch(done, windows.len());
     }
     Ok(tallies)
+}
+
+/// Scores a window longer than one prefill chunk through a [`Session`], which runs it in
+/// chunks pinned to the window's length (equal to one forward over it, without holding all
+/// of its logits): rows `from..` into the tallies by position bucket as in
+/// [`score_windows_by_position`].
+fn score_long_window<B: ClexBackend>(
+    model: &CausalLm<B>,
+    window: &[u32],
+    starts: &[usize],
+    tallies: &mut [Tally],
+    from: usize,
+) -> Result<(), EvalError> {
+    let vocab = model.config().vocab_size;
+    let len = window.len();
+    let mut session = Session::new(model, CachePolicy::Reference);
+    session.logits_by_chunk(window, |first, rows| {
+        let n = rows.len() / vocab;
+        for (b, tally) in tallies.iter_mut().enumerate() {
+            let lo = starts[b].max(from).max(first);
+            let hi = starts.get(b + 1).copied().unwrap_or(len).min(first + n);
+            if lo < hi {
+                tally.add_rows(rows, vocab, &window[first..], lo - first, hi - first);
+            }
+        }
+        Ok(())
+    })?;
+    Ok(())
 }
 
 /// One uncached forward of `batch` (windows of one length) at inference semantics; the
@@ -414,6 +454,28 @@ pub(crate) mod tests {
             assert!(ppl < (mean + 1.0) * 1e-13, "perplexity {} vs {}", batched.perplexity(), mean.exp());
             assert_eq!(batched.accuracy(), hits as f64 / 765.0);
         }
+    }
+
+    /// Windows longer than one prefill chunk go through a session in pinned chunks: the same
+    /// score as one forward over the window (by hand), per position bucket, CLEX at t = 5.
+    #[test]
+    fn long_windows_score_through_chunks_as_one_forward() {
+        let m = confident(Some(8));
+        let len = PREFILL_CHUNK + 90; // 602 tokens, P = 128: t = 5
+        let data = [ids(len, 7)];
+        let windows: Vec<&[u32]> = data.iter().map(Vec::as_slice).collect();
+        let starts = [0, 100, 530];
+        let chunked = score_windows_by_position(&m, &windows, 1 << 20, &starts).unwrap();
+        let (direct, hits) = by_hand(&m, windows[0]);
+        let total = chunked.iter().fold(Tally::default(), |mut a, t| {
+            a.merge(*t);
+            a
+        });
+        assert_eq!(total.count, len - 1);
+        assert_eq!(chunked.iter().map(|t| t.count).collect::<Vec<_>>(), vec![100, 430, len - 1 - 530]);
+        assert_eq!(total.correct, hits);
+        let rel = (total.nll - direct).abs() / direct;
+        assert!(rel < 1e-6, "chunked {} vs one forward {direct}: {rel:e}", total.nll);
     }
 
     #[test]

@@ -3,9 +3,9 @@
 
 use burn::module::Module;
 use burn::nn::Linear;
-use burn::tensor::activation::softmax;
-use burn::tensor::{Bool, DType, FloatDType, Tensor, backend::Backend};
+use burn::tensor::{Tensor, backend::Backend};
 use clex_core::ClexBackend;
+use clex_core::attention::{KeyMask, attention};
 use clex_core::rope::apply_rotary_seq_major;
 
 use crate::cache::{LayerKv, Plan};
@@ -47,34 +47,17 @@ impl<B: ClexBackend> Attention<B> {
         x.reshape([b, s, heads, self.head_dim])
     }
 
-    /// `[b, n, kv_heads, d]` → `[b, n, heads, d]`: each KV head serves heads/kv_heads queries
-    /// (head h reads KV head h / rep, as HF's `repeat_kv`). Repeating a size-1 dim copies
-    /// whole rows, where reshaping an expanded view would copy element by element.
-    fn repeat_kv(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let rep = self.num_heads / self.num_kv_heads;
-        if rep == 1 {
-            return x;
-        }
-        let [b, n, kvh, d] = x.dims();
-        x.unsqueeze_dim::<5>(3).repeat_dim(3, rep).reshape([b, n, kvh * rep, d])
-    }
-
     /// # Shapes
     /// - `x`: `[batch, seq, hidden]`
-    /// - `mask`: `[batch or 1, 1, seq, total]`, true where attention is not allowed
+    /// - `mask`: which cached and new keys each new token sees (causal, left padding)
     /// - `kv`: this layer's cache and the forward's [`Plan`] for it
     /// - returns `[batch, seq, hidden]`
     ///
     /// Queries, keys, values and the cache stay sequence-major (`[batch, seq, heads, d]`,
-    /// the projections' layout): rotation and cache appends then work on contiguous
-    /// tensors, and the attention products read head-major views of them without a copy.
-    pub fn forward(
-        &self,
-        x: Tensor<B, 3>,
-        rot: &RotaryBatch<B>,
-        kv: Option<(&mut LayerKv<B>, &Plan<B>)>,
-        mask: &Tensor<B, 4, Bool>,
-    ) -> Tensor<B, 3> {
+    /// the projections' layout): rotation and cache appends work on contiguous tensors, and
+    /// the backend's attention ([`clex_core::attention`]) reads the cache where it lies, with
+    /// grouped KV heads.
+    pub fn forward(&self, x: Tensor<B, 3>, rot: &RotaryBatch<B>, kv: Option<(&mut LayerKv<B>, &Plan<B>)>, mask: &KeyMask) -> Tensor<B, 3> {
         let [b, s, _] = x.dims();
         let q = self.split_heads(self.q_proj.forward(x.clone()), self.num_heads);
         let k = self.split_heads(self.k_proj.forward(x.clone()), self.num_kv_heads);
@@ -88,26 +71,7 @@ impl<B: ClexBackend> Attention<B> {
             None => (apply_rotary_seq_major(k, rot.cos.clone(), rot.sin.clone()), v),
             Some((kv, plan)) => kv.append(k, v, &rot.cos, &rot.sin, plan),
         };
-        // Head-major views [b, heads, n, d] for the products.
-        let q = q.swap_dims(1, 2);
-        let k_all = self.repeat_kv(k_all).swap_dims(1, 2);
-        let v_all = self.repeat_kv(v_all).swap_dims(1, 2);
-        // One query row makes both products vector-matrix products over the cache length,
-        // which some backends cannot run at every length (ClexBackend::GEMV_ANY_LENGTH): there
-        // a copied second row (dropped after) makes them general matmuls.
-        let rows = if s == 1 && !B::GEMV_ANY_LENGTH { 2 } else { s };
-        let (q, mask) = if rows != s { (q.repeat_dim(2, 2), mask.clone().repeat_dim(2, 2)) } else { (q, mask.clone()) };
-        let scores = q.matmul(k_all.swap_dims(2, 3)).mul_scalar(1.0 / (self.head_dim as f64).sqrt());
-        // Mask and softmax in f32 whatever the compute dtype, as transformers' eager path
-        // does; the mask value is a large finite f32 (rows that are all padding stay finite),
-        // which f16 could not hold (libtorch refuses the conversion).
-        let dtype = scores.dtype();
-        let scores = if dtype == DType::F32 { scores } else { scores.cast(FloatDType::F32) };
-        let probs = softmax(scores.mask_fill(mask, -1.0e30), 3);
-        let probs = if dtype == DType::F32 { probs } else { probs.cast(dtype) };
-        let out = probs.matmul(v_all); // [b, h, rows, d]
-        let out = if rows == s { out } else { out.narrow(2, 0, s) }; // [b, h, s, d]
-        let out = out.swap_dims(1, 2).reshape([b, s, self.num_heads * self.head_dim]);
-        self.o_proj.forward(out)
+        let out = attention(q, k_all, v_all, mask); // [b, s, heads, d]
+        self.o_proj.forward(out.reshape([b, s, self.num_heads * self.head_dim]))
     }
 }

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use clex_core::{ClexParams, RopeConfig};
+use clex_core::{ClexParams, ConfigError, RopeConfig};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -18,6 +18,12 @@ pub enum Architecture {
     Llama,
     /// GPT-NeoX / Pythia.
     GptNeox,
+    /// Phi-2 (and CLEX-Phi-2): one LayerNorm per block, parallel residual, partial rotary,
+    /// biases everywhere, LM head with a bias.
+    Phi,
+    /// Mixtral (and CLEX-Mixtral): LLaMA attention and norms, a sparse mixture of SwiGLU
+    /// experts in place of the MLP.
+    Mixtral,
 }
 
 impl Architecture {
@@ -26,6 +32,8 @@ impl Architecture {
         match self {
             Architecture::Llama => "llama",
             Architecture::GptNeox => "gpt_neox",
+            Architecture::Phi => "phi",
+            Architecture::Mixtral => "mixtral",
         }
     }
 }
@@ -39,6 +47,17 @@ pub enum Activation {
     Gelu,
     /// tanh-approximated GELU (`gelu_new`, `gelu_pytorch_tanh`).
     GeluTanh,
+}
+
+/// A sparse mixture-of-experts MLP (Mixtral's `block_sparse_moe`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MoeConfig {
+    /// Experts per layer (`num_local_experts`).
+    pub num_experts: usize,
+    /// Experts each token is routed to (`num_experts_per_tok`).
+    pub experts_per_token: usize,
+    /// Weight of the router's load-balancing loss in training (`router_aux_loss_coef`).
+    pub router_aux_loss_coef: f64,
 }
 
 /// `eos_token_id` may be one id or a list.
@@ -61,7 +80,7 @@ impl TokenIds {
     }
 }
 
-/// Runtime settings shared by both architectures.
+/// Runtime settings shared by every architecture.
 #[derive(Debug, Clone)]
 pub struct ModelConfig {
     /// Which architecture.
@@ -90,6 +109,10 @@ pub struct ModelConfig {
     pub tie_word_embeddings: bool,
     /// GPT-NeoX parallel residual.
     pub use_parallel_residual: bool,
+    /// Sparse mixture-of-experts MLP (Mixtral); `None` for a dense MLP.
+    pub moe: Option<MoeConfig>,
+    /// Keys older than this many positions are not attended to (Mixtral's `sliding_window`).
+    pub sliding_window: Option<usize>,
     /// MLP activation.
     pub activation: Activation,
     /// CLEX query log-scaling λ(N) = ln N / ln P.
@@ -107,8 +130,9 @@ pub struct ModelConfig {
 impl ModelConfig {
     /// Reads and parses `path` (a `config.json`).
     pub fn from_file(path: &Path) -> Result<Self, ModelError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ModelError::Io { path: path.to_path_buf(), source })?;
-        let raw: Value = serde_json::from_str(&text).map_err(|e| ModelError::Json { path: path.to_path_buf(), message: e.to_string() })?;
+        let text = crate::weights::read_regular(path)?;
+        let raw: Value = serde_json::from_str(&text)
+            .map_err(|e| ModelError::Json { path: path.to_path_buf(), message: clex_core::config::echo_long(&e.to_string()) })?;
         Self::from_json(raw, path)
     }
 
@@ -117,11 +141,25 @@ impl ModelConfig {
         let cfg_err = |source| ModelError::Config { path: path.to_path_buf(), source };
         let model_type = raw.get("model_type").and_then(Value::as_str).unwrap_or("").to_string();
         let rope = RopeConfig::from_hf_json(&raw).map_err(cfg_err)?;
-        match model_type.as_str() {
+        check_keys(&raw).map_err(cfg_err)?;
+        let parsed = match model_type.as_str() {
             "llama" | "mistral" => arch::llama::config(raw, rope, path),
             "gpt_neox" => arch::gpt_neox::config(raw, rope, path),
-            other => Err(ModelError::UnsupportedArchitecture { path: path.to_path_buf(), found: other.to_string() }),
-        }
+            "phi" => arch::phi::config(raw, rope, path),
+            "mixtral" => arch::mixtral::config(raw, rope, path),
+            other => Err(ModelError::UnsupportedArchitecture { path: path.to_path_buf(), found: clex_core::config::echo(other) }),
+        };
+        // serde's messages quote the value: keep them one short line.
+        parsed.map_err(|e| match e {
+            ModelError::Config { path, source: ConfigError::Json(m) } => {
+                ModelError::Config { path, source: ConfigError::Json(clex_core::config::echo_long(&m)) }
+            }
+            ModelError::Config { path, source: ConfigError::InvalidValue { key, value, accepted } } => {
+                let value = clex_core::config::echo(&value);
+                ModelError::Config { path, source: ConfigError::InvalidValue { key, value, accepted } }
+            }
+            e => e,
+        })
     }
 
     /// True when the model uses CLEX.
@@ -166,6 +204,10 @@ impl RopeChange {
     /// `kind` with `factor`: the scaling factor, or for CLEX T_max (a whole number ≥ 1, with
     /// the other settings [`ClexParams::fresh`]).
     pub fn new(kind: RopeKind, factor: f64) -> Result<Self, ModelError> {
+        let max = clex_core::config::limits::MAX_ROPE_FACTOR;
+        if kind != RopeKind::None && !(factor > 0.0 && factor <= max) {
+            return Err(ModelError::Invalid(format!("rope factor {factor}: accepted values: a number > 0 and <= {max:e}")));
+        }
         Ok(match kind {
             RopeKind::None => RopeChange::None,
             RopeKind::Linear => RopeChange::Linear(factor),
@@ -225,6 +267,148 @@ impl ModelConfig {
             obj.insert("max_position_embeddings".into(), p.into());
         }
         Self::from_json(raw, Path::new("config.json (rope replaced)"))
+    }
+}
+
+/// Largest `vocab_size` (token ids are u32; real vocabularies: 32K to 256K).
+pub const MAX_VOCAB: usize = 1 << 31;
+/// Largest `hidden_size` / `intermediate_size` (real models: up to 2^15).
+pub const MAX_WIDTH: usize = 1 << 22;
+/// Largest `num_hidden_layers` / `num_attention_heads` / `num_key_value_heads`.
+pub const MAX_COUNT: usize = 1 << 16;
+
+/// An integer key of `config.json` with its accepted range.
+struct SizeKey {
+    key: &'static str,
+    max: usize,
+}
+
+/// The size keys every architecture reads, bounded so that every size product stays far
+/// inside 64 bits (the memory they need is checked against the machine at load time:
+/// [`ModelConfig::weight_bytes`]).
+const SIZE_KEYS: &[SizeKey] = &[
+    SizeKey { key: "vocab_size", max: MAX_VOCAB },
+    SizeKey { key: "hidden_size", max: MAX_WIDTH },
+    SizeKey { key: "intermediate_size", max: MAX_WIDTH },
+    SizeKey { key: "num_hidden_layers", max: MAX_COUNT },
+    SizeKey { key: "num_attention_heads", max: MAX_COUNT },
+    SizeKey { key: "num_key_value_heads", max: MAX_COUNT },
+    SizeKey { key: "num_local_experts", max: MAX_COUNT },
+    SizeKey { key: "num_experts_per_tok", max: MAX_COUNT },
+];
+
+/// Keys read as booleans.
+const BOOL_KEYS: &[&str] = &["tie_word_embeddings", "log_scale", "attention_bias", "mlp_bias", "use_parallel_residual"];
+
+/// Keys read as norm epsilons.
+const EPS_KEYS: &[&str] = &["rms_norm_eps", "layer_norm_eps"];
+
+/// Keys holding one token id or a list of them, and whether the id must be inside the
+/// vocabulary: BOS is fed to the embedding; EOS ids are only compared with sampled ids (a
+/// tokenizer's control token past the model's rows, as llama.cpp files have, never matches).
+const TOKEN_ID_KEYS: &[(&str, bool)] = &[("bos_token_id", true), ("eos_token_id", false)];
+
+fn invalid(key: &str, value: &Value, accepted: String) -> ConfigError {
+    ConfigError::InvalidValue { key: key.into(), value: clex_core::config::echo(&value.to_string()), accepted }
+}
+
+/// The validation pass over the keys the architectures read, before any of them sizes
+/// anything: each key's type and range, named with the value (cut short) and what is
+/// accepted, so serde's messages (which drop the key) are never the ones a user sees, and
+/// token ids inside the vocabulary.
+fn check_keys(raw: &Value) -> Result<(), ConfigError> {
+    let Some(obj) = raw.as_object() else {
+        return Err(invalid("config", raw, "a JSON object".into()));
+    };
+    let present = |key: &str| obj.get(key).filter(|v| !v.is_null());
+    for k in SIZE_KEYS {
+        if let Some(v) = present(k.key)
+            && !v.as_u64().is_some_and(|n| n >= 1 && n as u128 <= k.max as u128)
+        {
+            return Err(invalid(k.key, v, format!("an integer >= 1 and <= {}", k.max)));
+        }
+    }
+    for &key in BOOL_KEYS {
+        if let Some(v) = present(key)
+            && !v.is_boolean()
+        {
+            return Err(invalid(key, v, "true, false".into()));
+        }
+    }
+    for &key in EPS_KEYS {
+        if let Some(v) = present(key)
+            && !v.as_f64().is_some_and(|x| x.is_finite() && (0.0..1.0).contains(&x))
+        {
+            return Err(invalid(key, v, "a number >= 0 and < 1".into()));
+        }
+    }
+    for key in ["hidden_act", "model_type"] {
+        if let Some(v) = present(key)
+            && !v.is_string()
+        {
+            return Err(invalid(key, v, "a string".into()));
+        }
+    }
+    let vocab = present("vocab_size").and_then(Value::as_u64);
+    for &(key, in_vocab) in TOKEN_ID_KEYS {
+        let Some(v) = present(key) else { continue };
+        let vocab = vocab.filter(|_| in_vocab);
+        let ids: Vec<&Value> = match v.as_array() {
+            Some(list) => list.iter().collect(),
+            None => vec![v],
+        };
+        let range = match vocab {
+            Some(n) => format!("an integer from 0 to {} (vocab_size {n} - 1), or a list of them", n - 1),
+            None => format!("an integer from 0 to {}, or a list of them", u32::MAX),
+        };
+        for id in ids {
+            let ok = id.as_u64().is_some_and(|i| i <= u32::MAX as u64 && vocab.is_none_or(|n| i < n));
+            if !ok {
+                return Err(invalid(key, id, range));
+            }
+        }
+    }
+    Ok(())
+}
+
+impl ModelConfig {
+    /// Parameters of the model this config describes (an upper bound: biases everywhere a
+    /// config may have them, the CLEX layer included), with checked arithmetic; None when the
+    /// count does not fit in 64 bits.
+    pub fn parameter_count(&self) -> Option<u64> {
+        let n = |x: usize| x as u64;
+        let (h, i, v, l) = (n(self.hidden_size), n(self.intermediate_size), n(self.vocab_size), n(self.num_layers));
+        let q = n(self.num_heads).checked_mul(n(self.head_dim))?;
+        let kv = n(self.num_kv_heads).checked_mul(n(self.head_dim))?;
+        // q, k, v, o with biases.
+        let attention = h
+            .checked_mul(q.checked_mul(2)?.checked_add(kv.checked_mul(2)?)?)?
+            .checked_add(q.checked_add(kv.checked_mul(2)?)?.checked_add(h)?)?;
+        let experts = self.raw.get("num_local_experts").and_then(Value::as_u64).unwrap_or(1);
+        // gate, up, down with biases, per expert, plus the router.
+        let mlp = h
+            .checked_mul(i)?
+            .checked_mul(3)?
+            .checked_add(i.checked_mul(2)?)?
+            .checked_add(h)?
+            .checked_mul(experts)?
+            .checked_add(h.checked_mul(experts)?)?;
+        let norms = h.checked_mul(4)?;
+        let layers = l.checked_mul(attention.checked_add(mlp)?.checked_add(norms)?)?;
+        let embeddings = v.checked_mul(h)?.checked_mul(if self.tie_word_embeddings { 1 } else { 2 })?.checked_add(v)?;
+        let clex = match &self.rope.scaling {
+            clex_core::RopeScaling::Clex(p) => {
+                let k = n(self.rope.rotary_dim / 2);
+                k.checked_mul(k)?.checked_mul(n(p.param_factor))?.checked_mul(2)?.checked_add(k)?
+            }
+            _ => 0,
+        };
+        layers.checked_add(embeddings)?.checked_add(clex)?.checked_add(h.checked_mul(2)?)
+    }
+
+    /// Bytes the weights take at `bytes_per_value` (4 for f32), None beyond 64 bits.
+    pub fn weight_bytes(&self, bytes_per_value: u64) -> Option<u64> {
+        self.parameter_count()?.checked_mul(bytes_per_value)
     }
 }
 

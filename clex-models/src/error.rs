@@ -69,6 +69,23 @@ pub enum ModelError {
         /// Shape expected.
         expected: Vec<usize>,
     },
+    /// A tensor holds NaN or infinities (the model would compute nothing but NaN).
+    #[error(
+        "tensor `{name}` in {path} holds {count} non-finite values (the first, {value}, at flat index {index}); \
+         --allow-nonfinite loads it anyway"
+    )]
+    NonFinite {
+        /// HF tensor name.
+        name: String,
+        /// The file holding it.
+        path: PathBuf,
+        /// Flat index of the first non-finite value.
+        index: usize,
+        /// That value.
+        value: f32,
+        /// How many values are not finite.
+        count: usize,
+    },
     /// The checkpoint holds tensors this architecture does not use.
     #[error("unexpected tensors in the checkpoint (not part of this {arch} model): {names}")]
     UnexpectedTensors {

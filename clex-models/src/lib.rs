@@ -1,11 +1,12 @@
-//! clex-models: LLaMA and GPT-NeoX on any burn backend, with every RoPE kind of clex-core
-//! and CLEX, HF checkpoints in and out, and the KV cache CLEX needs.
+//! clex-models: LLaMA, GPT-NeoX, Phi-2 and Mixtral (sparse mixture of experts) on any burn
+//! backend, with every RoPE kind of clex-core and CLEX, HF checkpoints in and out, and the KV
+//! cache CLEX needs.
 //!
 //! - [`ModelSource`] / [`save_model`]: HF directories (config.json + safetensors, sharded or
 //!   not, f32/f16/bf16), errors naming the file and tensor; [`ModelSource`] also opens
 //!   llama.cpp GGUF files ([`gguf`]: F32/F16/BF16 and Q4_0..Q8_0, Q4_K, Q5_K, Q6_K).
 //! - [`ModelConfig::with_rope`]: a model under another rope ([`RopeChange`], [`RopeKind`]).
-//! - [`CausalLm`]: one model type for both architectures; [`CausalLm::forward_with`] runs
+//! - [`CausalLm`]: one model type for every architecture; [`CausalLm::forward_with`] runs
 //!   with or without a [`KvCache`] under a [`CachePolicy`].
 
 #![warn(missing_docs)]
@@ -28,7 +29,7 @@ pub mod weights;
 
 pub use attention::{Attention, RotaryBatch};
 pub use cache::{CachePolicy, CacheStats, KvCache};
-pub use config::{Activation, Architecture, ModelConfig, RopeChange, RopeKind};
+pub use config::{Activation, Architecture, ModelConfig, MoeConfig, RopeChange, RopeKind};
 pub use error::{GgufError, ModelError};
 pub use export::{GgufConversion, convert_gguf, hf_tensors, save_model, write_atomic};
 pub use init::{attach_fresh_clex, init_model};

@@ -4,7 +4,8 @@
 
 use burn::module::{Content, DisplaySettings, Module, ModuleDisplay};
 use burn::nn::{Embedding, Linear};
-use burn::tensor::{Bool, DType, FloatDType, Int, Tensor, TensorData, backend::Backend};
+use burn::tensor::{DType, FloatDType, Int, Tensor, TensorData, backend::Backend};
+use clex_core::attention::KeyMask;
 use clex_core::clex::{ScalingFactor, log_scale};
 use clex_core::rope::cos_sin;
 use clex_core::{ClexBackend, ClexLayer, RopeConfig, frequencies};
@@ -41,6 +42,13 @@ pub struct ForwardOptions {
     /// Leading pad tokens of each row (left-padded batch). Only read on the first forward
     /// of a cache; pads get no attention and positions start after them.
     pub left_padding: Option<Vec<usize>>,
+    /// The sequence length the rotary frequencies (CLEX's t, dynamic scaling) and λ(N) are
+    /// taken for, when larger than cached + new tokens: a long input run through the cache
+    /// in chunks, each pinned to the whole input's length, equals one forward over it.
+    pub frequency_len: Option<usize>,
+    /// Compute the logits of each row's last token only (`[batch, 1, vocab]`): a prefill
+    /// needs no more, and the head is a large share of a prefill's work.
+    pub last_logits_only: bool,
 }
 
 /// What a forward returns.
@@ -101,25 +109,6 @@ impl<B: Backend> CausalLm<B> {
         &self.config.rope
     }
 
-    /// Bytes a forward of `seq` new tokens over `total` positions needs beyond the weights,
-    /// at its peak: the KV cache of every layer (raw and rotated keys, values), one layer's
-    /// attention scores and probabilities (`[heads, seq, total]`, f32), a few hidden-size
-    /// activations per token, and the logits.
-    pub fn memory_estimate(&self, batch: usize, seq: usize, total: usize) -> usize {
-        let c = &self.config;
-        let f = 4; // bytes per f32 element (an upper bound for f16/bf16 models too)
-        let kv = 3 * c.num_layers * c.num_kv_heads * c.head_dim * total * batch * f;
-        let scores = 2 * c.num_heads * seq * total * batch * f;
-        let activations = 8 * seq * batch * c.hidden_size.max(c.intermediate_size) * f;
-        let logits = seq * batch * c.vocab_size * f;
-        kv + scores + activations + logits
-    }
-
-    /// An empty KV cache for this model.
-    pub fn new_cache(&self, policy: CachePolicy) -> KvCache<B> {
-        KvCache::new(policy, self.layers.len(), self.clex_layer.is_some(), self.config.log_scale)
-    }
-
     fn device(&self) -> B::Device {
         self.embed.weight.val().device()
     }
@@ -162,22 +151,10 @@ impl<B: Backend> CausalLm<B> {
         })
     }
 
-    /// Causal + left-padding mask `[rows, heads, seq, total]`, true where masked.
-    fn mask(&self, rows: usize, seq: usize, past: usize, pads: &[usize]) -> Tensor<B, 4, Bool> {
-        let device = self.device();
-        let total = past + seq;
-        let keys = Tensor::<B, 1, Int>::arange(0..total as i64, &device);
-        let queries = Tensor::<B, 1, Int>::arange(past as i64..total as i64, &device);
-        let causal = keys.clone().unsqueeze_dim::<2>(0).expand([seq, total]).greater(queries.unsqueeze_dim::<2>(1).expand([seq, total]));
-        let mut mask = causal.unsqueeze_dim::<3>(0).expand([rows, seq, total]);
-        if pads.iter().any(|&p| p > 0) {
-            let pads_t =
-                Tensor::<B, 1, Int>::from_data(TensorData::new(pads.iter().map(|&p| p as i64).collect::<Vec<_>>(), [rows]), &device);
-            let pad = keys.unsqueeze_dim::<2>(0).expand([rows, total]).lower(pads_t.unsqueeze_dim::<2>(1).expand([rows, total]));
-            mask = mask.bool_or(pad.unsqueeze_dim::<3>(1).expand([rows, seq, total]));
-        }
-        let heads = self.config.num_heads;
-        mask.unsqueeze_dim::<4>(1).expand([rows, heads, seq, total])
+    /// Which keys the new tokens see: causal over the cache, the rows' left padding, and
+    /// the model's sliding window.
+    fn key_mask(&self, pads: &[usize]) -> KeyMask {
+        KeyMask::causal_padded(pads).with_window(self.config.sliding_window)
     }
 
     /// Positions of absolute indices `from..to` for each row, skipping its pads.
@@ -188,6 +165,31 @@ impl<B: Backend> CausalLm<B> {
 
 /// The forwards: every attention runs on a [`ClexBackend`], which says what its matmuls can do.
 impl<B: ClexBackend> CausalLm<B> {
+    /// Bytes a forward of `seq` new tokens over `total` positions needs beyond the weights,
+    /// at its peak, when long inputs go through the cache in chunks of
+    /// [`crate::session::PREFILL_CHUNK`] tokens (as [`crate::Session`] runs them): the KV
+    /// cache (raw keys too for CLEX), and per chunk a few activations per token, the logits,
+    /// and, on backends whose attention materialises scores (all but burn-flex's kernel),
+    /// one layer's `[heads, chunk, total]` scores and probabilities in f32. Sizes that
+    /// overflow saturate at `usize::MAX`.
+    pub fn memory_estimate(&self, batch: usize, seq: usize, total: usize) -> usize {
+        let c = &self.config;
+        let f = 4usize; // bytes per f32 element (an upper bound for f16/bf16 models too)
+        let chunk = seq.min(crate::session::PREFILL_CHUNK);
+        let kv_tensors = if self.clex_layer.is_some() { 3 } else { 2 };
+        let mul = |xs: &[usize]| xs.iter().try_fold(1usize, |a, &x| a.checked_mul(x)).unwrap_or(usize::MAX);
+        let kv = mul(&[kv_tensors, c.num_layers, c.num_kv_heads, c.head_dim, total, batch, f]);
+        let scores = if B::ATTENTION_SCORES { mul(&[2, c.num_heads, chunk, total, batch, f]) } else { 0 };
+        let activations = mul(&[8, chunk, batch, c.hidden_size.max(c.intermediate_size), f]);
+        let logits = mul(&[2, chunk, batch, c.vocab_size, f]);
+        [kv, scores, activations, logits].iter().fold(0usize, |a, &x| a.saturating_add(x))
+    }
+
+    /// An empty KV cache for this model.
+    pub fn new_cache(&self, policy: CachePolicy) -> KvCache<B> {
+        KvCache::new(policy, self.layers.len(), self.clex_layer.is_some(), self.config.log_scale)
+    }
+
     /// A forward without cache: `[batch, seq]` token ids → `[batch, seq, vocab]` logits.
     pub fn forward(&self, tokens: Tensor<B, 2, Int>) -> Result<Tensor<B, 3>, ModelError> {
         Ok(self.forward_with(tokens, None, &ForwardOptions::default())?.logits)
@@ -201,7 +203,7 @@ impl<B: ClexBackend> CausalLm<B> {
     ///
     /// # Shapes
     /// - `tokens`: `[batch, seq]`
-    /// - returns logits `[batch, seq, vocab]`
+    /// - returns logits `[batch, seq, vocab]` (`[batch, 1, vocab]` under `last_logits_only`)
     pub fn forward_with(
         &self,
         tokens: Tensor<B, 2, Int>,
@@ -225,32 +227,40 @@ impl<B: ClexBackend> CausalLm<B> {
         }
         let past = cache.as_deref().map_or(0, KvCache::len);
         let total = past + s;
-        let freqs = frequencies(self.rope(), self.clex_layer.as_ref(), total, &self.device());
+        let freq_len = opts.frequency_len.unwrap_or(total).max(total);
+        let freqs = frequencies(self.rope(), self.clex_layer.as_ref(), freq_len, &self.device());
         let uniform = pads.iter().all(|&p| p == 0);
         let (rows, row_pads) = if uniform { (1, vec![0]) } else { (b, pads.clone()) };
         let tables =
             |from| self.rotary_tables(Self::positions(from, total, &row_pads), rows, freqs.inv_freq.clone(), freqs.attention_scaling);
-        let plan = cache.as_deref().map(|c| c.plan(freqs.key, || tables(0)));
+        let plan = cache.as_deref().map(|c| c.plan(freqs.key, freq_len, || tables(0)));
         if let (Some(c), Some(Plan::Replay)) = (cache.as_deref_mut(), &plan) {
             // Frequencies changed (or, with log scaling, λ(N) did): replay everything so far
-            // so that every layer sees what a full forward would.
+            // so that every layer sees what a full forward would: the old tokens in chunks
+            // pinned to this forward's length (only the cache is kept), then the new ones.
             let (all, pads) = c.replay(tokens);
-            let out = self.forward_with(all, Some(c), &ForwardOptions { hidden_states: opts.hidden_states, left_padding: Some(pads) })?;
-            let narrow = |t: Tensor<B, 3>| t.narrow(1, total - s, s);
-            return Ok(ForwardOutput {
-                hidden_states: out.hidden_states.into_iter().map(narrow).collect(),
-                logits: narrow(out.logits),
-                ..out
-            });
+            let mut at = 0;
+            while at < past {
+                let n = crate::session::PREFILL_CHUNK.min(past - at);
+                let head = ForwardOptions {
+                    left_padding: Some(pads.clone()),
+                    frequency_len: Some(freq_len),
+                    last_logits_only: true,
+                    hidden_states: false,
+                };
+                self.forward_with(all.clone().narrow(1, at, n), Some(c), &head)?;
+                at += n;
+            }
+            let last = ForwardOptions { left_padding: Some(pads), frequency_len: Some(freq_len), ..opts.clone() };
+            return self.forward_with(all.narrow(1, past, s), Some(c), &last);
         }
         let (cos, sin) = tables(past);
-        let rot = RotaryBatch { cos, sin, query_scale: self.query_scale(total) };
-        let mask = self.mask(rows, s, past, &row_pads);
-        let mask = if uniform && b > 1 { mask.expand([b, self.config.num_heads, s, total]) } else { mask };
+        let rot = RotaryBatch { cos, sin, query_scale: self.query_scale(freq_len) };
+        let mask = self.key_mask(&pads);
         let kv = cache.as_deref_mut().zip(plan.as_ref());
-        let (logits, hidden_states) = self.run(tokens.clone(), &rot, kv, &mask, opts.hidden_states);
+        let (logits, hidden_states) = self.run(tokens.clone(), &rot, kv, &mask, opts, None);
         if let (Some(c), Some(plan)) = (cache, &plan) {
-            c.commit(tokens, freqs.key, pads, plan);
+            c.commit(tokens, freqs.key, freq_len, pads, plan);
         }
         Ok(ForwardOutput { logits, hidden_states, scaling_factor: freqs.scaling_factor })
     }
@@ -262,10 +272,27 @@ impl<B: ClexBackend> CausalLm<B> {
     /// - `tokens`: `[batch, seq]`; `cos`, `sin`: `[batch or 1, seq, rot]`
     /// - returns logits `[batch, seq, vocab]`
     pub fn forward_rotary(&self, tokens: Tensor<B, 2, Int>, cos: Tensor<B, 3>, sin: Tensor<B, 3>) -> Tensor<B, 3> {
-        let [b, s] = tokens.dims();
         let rot = RotaryBatch { cos, sin, query_scale: None };
-        let mask = self.mask(1, s, 0, &[0]).expand([b, self.config.num_heads, s, s]);
-        self.run(tokens, &rot, None, &mask, false).0
+        self.run(tokens, &rot, None, &self.key_mask(&[]), &ForwardOptions::default(), None).0
+    }
+
+    /// [`CausalLm::forward_rotary`], also returning each mixture-of-experts layer's router
+    /// logits `[batch·seq, experts]` (empty for dense models): the router's load-balancing
+    /// loss in training, and its golden at integer positions.
+    ///
+    /// # Shapes
+    /// - `tokens`: `[batch, seq]`; `cos`, `sin`: `[batch or 1, seq, rot]`
+    /// - returns logits `[batch, seq, vocab]` and per MoE layer `[batch·seq, experts]`
+    pub fn forward_rotary_routed(
+        &self,
+        tokens: Tensor<B, 2, Int>,
+        cos: Tensor<B, 3>,
+        sin: Tensor<B, 3>,
+    ) -> (Tensor<B, 3>, Vec<Tensor<B, 2>>) {
+        let rot = RotaryBatch { cos, sin, query_scale: None };
+        let mut router = Vec::new();
+        let (logits, _) = self.run(tokens, &rot, None, &self.key_mask(&[]), &ForwardOptions::default(), Some(&mut router));
+        (logits, router)
     }
 
     fn run(
@@ -273,23 +300,26 @@ impl<B: ClexBackend> CausalLm<B> {
         tokens: Tensor<B, 2, Int>,
         rot: &RotaryBatch<B>,
         mut cache: Option<(&mut KvCache<B>, &Plan<B>)>,
-        mask: &Tensor<B, 4, Bool>,
-        keep_hidden: bool,
+        mask: &KeyMask,
+        opts: &ForwardOptions,
+        mut router: Option<&mut Vec<Tensor<B, 2>>>,
     ) -> (Tensor<B, 3>, Vec<Tensor<B, 3>>) {
         let mut x = self.embed.forward(tokens);
         let mut hidden = Vec::new();
         let act = self.config.activation;
         for (i, layer) in self.layers.iter().enumerate() {
-            if keep_hidden {
+            if opts.hidden_states {
                 hidden.push(x.clone());
             }
             let kv = cache.as_mut().map(|(c, plan)| (c.layer_mut(i), *plan));
-            x = layer.forward(x, act, rot, kv, mask);
+            x = layer.forward_routed(x, act, rot, kv, mask, router.as_deref_mut());
         }
         let x = self.final_norm.forward(x);
-        if keep_hidden {
+        if opts.hidden_states {
             hidden.push(x.clone());
         }
+        let s = x.dims()[1];
+        let x = if opts.last_logits_only && s > 1 { x.narrow(1, s - 1, 1) } else { x };
         let logits = match &self.lm_head {
             Some(head) => head.forward(x),
             None => tied_head(x, self.embed.weight.val()),

@@ -11,14 +11,24 @@ use crate::error::ModelError;
 use crate::model::{CausalLm, ForwardOptions};
 use crate::sampling::{Sampler, SamplingParams};
 
-/// A model and the KV cache of one sequence. A clone shares the cache's tensors (handles
-/// only) and goes on independently.
+/// Tokens per forward when a long input goes through the cache ([`Session::prefill`],
+/// [`Session::logits`]): memory for activations, logits and (on backends that make them)
+/// attention scores is then O(chunk), not O(input). Each chunk is run with the frequencies
+/// and λ of the whole input's length, so the result equals one forward over it.
+pub const PREFILL_CHUNK: usize = 512;
+
+/// Most new tokens [`Session::generate`] reserves cache room for ahead.
+const RESERVE_NEW_TOKENS: usize = 8192;
+
+/// A model and the KV cache of one sequence. A clone shares the cache's buffers until one
+/// of the two writes (then that one copies them once) and goes on independently.
 #[derive(Debug, Clone)]
 pub struct Session<'m, B: Backend> {
     model: &'m CausalLm<B>,
     cache: KvCache<B>,
     tokens: Vec<u32>,
     scaling_factor: Option<ScalingFactor>,
+    chunk: usize,
 }
 
 /// Token ids as a `[1, n]` tensor.
@@ -34,7 +44,21 @@ fn host_rows<B: Backend>(logits: Tensor<B, 3>) -> Result<Vec<f32>, ModelError> {
 impl<'m, B: ClexBackend> Session<'m, B> {
     /// An empty session on `model` whose cache follows `policy`.
     pub fn new(model: &'m CausalLm<B>, policy: CachePolicy) -> Self {
-        Session { model, cache: model.new_cache(policy), tokens: Vec::new(), scaling_factor: None }
+        Session { model, cache: model.new_cache(policy), tokens: Vec::new(), scaling_factor: None, chunk: PREFILL_CHUNK }
+    }
+
+    /// The same session with inputs run in chunks of `chunk` tokens (at least 1) instead of
+    /// [`PREFILL_CHUNK`].
+    pub fn with_prefill_chunk(mut self, chunk: usize) -> Self {
+        self.chunk = chunk.max(1);
+        self
+    }
+
+    /// Asks for cache room for `tokens` positions in all when the buffers are next allocated
+    /// or grown: called before the first forward, decoding up to there never reallocates
+    /// (generation does this itself); called later, the next growth goes straight there.
+    pub fn reserve(&mut self, tokens: usize) {
+        self.cache.reserve(tokens);
     }
 
     /// The model.
@@ -70,21 +94,47 @@ impl<'m, B: ClexBackend> Session<'m, B> {
     }
 
     /// Appends `ids` and returns the logits of every new row, `[ids.len() * vocab]`: row i
-    /// predicts the token after `ids[i]`.
+    /// predicts the token after `ids[i]`. Long inputs are better read with
+    /// [`Session::logits_by_chunk`], which holds one chunk's logits at a time.
     pub fn logits(&mut self, ids: &[u32]) -> Result<Vec<f32>, ModelError> {
-        host_rows(self.forward(ids)?)
+        let mut all = Vec::new();
+        self.logits_by_chunk(ids, |_, rows| {
+            all.extend_from_slice(rows);
+            Ok(())
+        })?;
+        Ok(all)
+    }
+
+    /// Appends `ids` and hands the logits of every new row to `on_rows(first, rows)`, one
+    /// chunk at a time: `rows` is `[n * vocab]` for rows `first..first + n` of `ids`.
+    pub fn logits_by_chunk(
+        &mut self,
+        ids: &[u32],
+        mut on_rows: impl FnMut(usize, &[f32]) -> Result<(), ModelError>,
+    ) -> Result<(), ModelError> {
+        self.forward(ids, false, |first, logits| on_rows(first, &host_rows(logits)?))
     }
 
     /// Appends `ids` and returns the logits of the last row, `[vocab]`: the distribution of
-    /// the next token.
+    /// the next token. Only that row goes through the head.
     pub fn prefill(&mut self, ids: &[u32]) -> Result<Vec<f32>, ModelError> {
-        let logits = self.forward(ids)?;
-        // Only the last row crosses to the host.
-        host_rows(logits.narrow(1, ids.len() - 1, 1))
+        let mut last = None;
+        self.forward(ids, true, |_, logits| {
+            last = Some(logits);
+            Ok(())
+        })?;
+        host_rows(last.expect("a forward runs at least one chunk"))
     }
 
-    /// Runs `ids` through the model after the cached tokens: `[1, ids.len(), vocab]` logits.
-    fn forward(&mut self, ids: &[u32]) -> Result<Tensor<B, 3>, ModelError> {
+    /// Runs `ids` through the model after the cached tokens, in chunks of `self.chunk`
+    /// pinned to the final length; `each(first, logits)` gets each chunk's `[1, n, vocab]`
+    /// logits (`[1, 1, vocab]` under `last_only`).
+    fn forward(
+        &mut self,
+        ids: &[u32],
+        last_only: bool,
+        mut each: impl FnMut(usize, Tensor<B, 3>) -> Result<(), ModelError>,
+    ) -> Result<(), ModelError> {
         let vocab = self.model.config().vocab_size;
         if ids.is_empty() {
             return Err(ModelError::Invalid("a forward needs at least one token".into()));
@@ -93,10 +143,16 @@ impl<'m, B: ClexBackend> Session<'m, B> {
             return Err(ModelError::Invalid(format!("token id {bad} is outside the model's vocabulary of {vocab}")));
         }
         let device = self.model.embed.weight.val().device();
-        let out = self.model.forward_with(token_tensor(ids, &device), Some(&mut self.cache), &ForwardOptions::default())?;
-        self.tokens.extend_from_slice(ids);
-        self.scaling_factor = out.scaling_factor;
-        Ok(out.logits)
+        let end = self.cache.len() + ids.len();
+        self.cache.reserve(end);
+        let opts = ForwardOptions { frequency_len: Some(end), last_logits_only: last_only, ..ForwardOptions::default() };
+        for (i, piece) in ids.chunks(self.chunk).enumerate() {
+            let out = self.model.forward_with(token_tensor(piece, &device), Some(&mut self.cache), &opts)?;
+            self.tokens.extend_from_slice(piece);
+            self.scaling_factor = out.scaling_factor;
+            each(i * self.chunk, out.logits)?;
+        }
+        Ok(())
     }
 
     /// Appends one token and returns the next token's logits, `[vocab]`.
@@ -124,6 +180,10 @@ impl<'m, B: ClexBackend> Session<'m, B> {
         {
             return Err(ModelError::TooLong { tokens: self.tokens.len() + prompt.len(), limit: m });
         }
+        // Room for the whole generation up front (capped: beyond it the cache grows by
+        // quarters, so a huge `max_new_tokens` allocates nothing it does not use).
+        let end = self.tokens.len() + prompt.len() + options.max_new_tokens.min(RESERVE_NEW_TOKENS);
+        self.cache.reserve(max_seq_len.map_or(end, |m| end.min(m)));
         let logits = self.prefill(prompt)?;
         Ok(Generation {
             session: self,

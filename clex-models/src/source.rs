@@ -33,11 +33,83 @@ pub struct ModelSource {
     path: PathBuf,
     config: ModelConfig,
     origin: Origin,
+    /// Load weights holding NaN or infinities ([`Weights::set_allow_nonfinite`]).
+    allow_nonfinite: bool,
 }
 
-/// A `tokenizer.json`, errors naming the file.
+/// A `tokenizer.json` (a regular file), errors naming the file.
 pub fn load_tokenizer(path: &Path) -> Result<Tokenizer, ModelError> {
-    Tokenizer::from_file(path).map_err(|e| ModelError::Tokenizer { path: path.to_path_buf(), message: e.to_string() })
+    let text = crate::weights::read_regular(path)?;
+    let error = |e: String| ModelError::Tokenizer { path: path.to_path_buf(), message: clex_core::config::echo_long(&e) };
+    // Syntax first: the tokenizers crate panics on some malformed JSON inside a decoder.
+    serde_json::from_str::<serde::de::IgnoredAny>(&text).map_err(|e| error(format!("invalid JSON: {e}")))?;
+    text.parse::<Tokenizer>()
+        .map_err(|e| ModelError::Tokenizer { path: path.to_path_buf(), message: clex_core::config::echo_long(&e.to_string()) })
+}
+
+/// Every id `tok` can produce or insert, each with its token text and where it comes from:
+/// the vocabulary and added tokens, the post-processor's special tokens, the padding token.
+fn tokenizer_ids(tok: &Tokenizer) -> Vec<(u64, String, &'static str)> {
+    let mut ids: Vec<(u64, String, &'static str)> =
+        tok.get_vocab(true).into_iter().map(|(text, id)| (id as u64, text, "vocabulary or added tokens")).collect();
+    if let Some(pad) = tok.get_padding() {
+        ids.push((pad.pad_id as u64, pad.pad_token.clone(), "padding"));
+    }
+    if let Some(post) = tok.get_post_processor()
+        && let Ok(v) = serde_json::to_value(post)
+    {
+        post_processor_ids(&v, &mut ids);
+    }
+    ids
+}
+
+/// The token ids a serialised post-processor inserts: `special_tokens.*.ids` of a template,
+/// `sep` / `cls` (`[text, id]`) of the BERT and RoBERTa processors, in any nesting
+/// (sequences of processors).
+fn post_processor_ids(v: &serde_json::Value, out: &mut Vec<(u64, String, &'static str)>) {
+    use serde_json::Value;
+    match v {
+        Value::Object(map) => {
+            for (key, value) in map {
+                match (key.as_str(), value) {
+                    ("ids", Value::Array(list)) => {
+                        let text = map.get("id").and_then(Value::as_str).unwrap_or("").to_string();
+                        out.extend(list.iter().filter_map(Value::as_u64).map(|id| (id, text.clone(), "post-processor")));
+                    }
+                    ("sep" | "cls", Value::Array(pair)) => {
+                        if let [Value::String(text), id] = pair.as_slice()
+                            && let Some(id) = id.as_u64()
+                        {
+                            out.push((id, text.clone(), "post-processor"));
+                        }
+                    }
+                    _ => post_processor_ids(value, out),
+                }
+            }
+        }
+        Value::Array(list) => list.iter().for_each(|x| post_processor_ids(x, out)),
+        _ => {}
+    }
+}
+
+/// Checks that every id `tok` (read from `label`) can produce or insert is inside a model
+/// vocabulary of `vocab_size`: ids, not entry counts (a vocabulary may have holes), including
+/// added tokens, the post-processor's and the padding token.
+pub fn check_tokenizer(tok: &Tokenizer, label: &Path, vocab_size: usize) -> Result<(), ModelError> {
+    let ids = tokenizer_ids(tok);
+    let Some((id, text, origin)) = ids.into_iter().max_by_key(|(id, _, _)| *id) else { return Ok(()) };
+    if id < vocab_size as u64 {
+        return Ok(());
+    }
+    Err(ModelError::Tokenizer {
+        path: label.to_path_buf(),
+        message: format!(
+            "token id {id} (`{}`, {origin}) is outside the model: the tokenizer has {} entries but the model's vocab_size is {vocab_size} (accepted ids: 0 to {})",
+            clex_core::config::echo(&text),
+            tok.get_vocab_size(true),
+            vocab_size.saturating_sub(1)
+        ),
+    })
 }
 
 impl ModelSource {
@@ -46,7 +118,11 @@ impl ModelSource {
         if path.is_file() {
             let g = GgufFile::open(path)?;
             let config = gguf::config(&g)?;
-            return Ok(ModelSource { path: path.to_path_buf(), config, origin: Origin::Gguf(g) });
+            return Ok(ModelSource { path: path.to_path_buf(), config, origin: Origin::Gguf(g), allow_nonfinite: false });
+        }
+        if path.exists() && !path.is_dir() {
+            // A FIFO, socket or device: refused without opening it.
+            crate::weights::open_regular(path)?;
         }
         if !path.is_dir() {
             return Err(ModelError::Io {
@@ -55,14 +131,19 @@ impl ModelSource {
             });
         }
         let config = ModelConfig::from_file(&path.join("config.json"))?;
-        Ok(ModelSource { path: path.to_path_buf(), config, origin: Origin::HfDir })
+        Ok(ModelSource { path: path.to_path_buf(), config, origin: Origin::HfDir, allow_nonfinite: false })
     }
 
     /// An explicit `config.json` and safetensors files (e.g. one weights file shared by
     /// several configs). The files are opened when the model is loaded.
     pub fn from_files(config: &Path, weights: &[PathBuf]) -> Result<Self, ModelError> {
         let parsed = ModelConfig::from_file(config)?;
-        Ok(ModelSource { path: config.to_path_buf(), config: parsed, origin: Origin::Files(weights.to_vec()) })
+        Ok(ModelSource { path: config.to_path_buf(), config: parsed, origin: Origin::Files(weights.to_vec()), allow_nonfinite: false })
+    }
+
+    /// Whether weights holding NaN or infinities load (default: refused, naming the tensor).
+    pub fn set_allow_nonfinite(&mut self, allow: bool) {
+        self.allow_nonfinite = allow;
     }
 
     /// The path it was opened from (the config file for [`ModelSource::from_files`]).
@@ -99,12 +180,32 @@ impl ModelSource {
         }
     }
 
-    /// The model's tokenizer: `tokenizer.json` of an HF directory, or the one a GGUF embeds.
+    /// The model's tokenizer as stored: `tokenizer.json` of an HF directory, or the one a GGUF
+    /// embeds (not checked against the model: [`ModelSource::tokenizer_or`] is).
     pub fn tokenizer(&self) -> Result<Tokenizer, ModelError> {
         match &self.origin {
             Origin::Gguf(g) => gguf::tokenizer(g),
             _ => load_tokenizer(&self.tokenizer_dir().join("tokenizer.json")),
         }
+    }
+
+    /// Checks a tokenizer read from `label` against this model's vocabulary ([`check_tokenizer`]),
+    /// e.g. one model's tokenizer used with another.
+    pub fn check_tokenizer(&self, tok: &Tokenizer, label: &str) -> Result<(), ModelError> {
+        check_tokenizer(tok, Path::new(label), self.config.vocab_size)
+    }
+
+    /// The tokenizer adapter programs use: the tokenizer at `path` when given (a
+    /// `--tokenizer` flag), else [`ModelSource::tokenizer`]; either way checked against this
+    /// model's vocabulary ([`check_tokenizer`]), so no id it produces can leave the
+    /// embedding. With where it came from.
+    pub fn tokenizer_or(&self, path: Option<&Path>) -> Result<(Tokenizer, String), ModelError> {
+        let (tok, label) = match path {
+            None => (self.tokenizer()?, self.tokenizer_origin()),
+            Some(p) => (load_tokenizer(p)?, p.display().to_string()),
+        };
+        check_tokenizer(&tok, Path::new(&label), self.config.vocab_size)?;
+        Ok((tok, label))
     }
 
     /// Whether sequences start with BOS unless the caller says otherwise: as
@@ -116,7 +217,10 @@ impl ModelSource {
             return Ok(g.bool_opt("tokenizer.ggml.add_bos_token")?.unwrap_or(false));
         }
         let path = self.tokenizer_dir().join("tokenizer_config.json");
-        let Ok(text) = std::fs::read_to_string(&path) else { return Ok(true) };
+        if !path.exists() {
+            return Ok(true);
+        }
+        let text = crate::weights::read_regular(&path)?;
         let v: serde_json::Value =
             serde_json::from_str(&text).map_err(|e| ModelError::Json { path: path.clone(), message: e.to_string() })?;
         Ok(v.get("add_bos_token").and_then(serde_json::Value::as_bool).unwrap_or(true))
@@ -125,11 +229,13 @@ impl ModelSource {
     /// The weights under HF names: the safetensors files (memory-mapped), or a GGUF's
     /// tensors dequantised to f32 host tensors.
     pub fn weights(&self) -> Result<Weights, ModelError> {
-        match &self.origin {
-            Origin::HfDir => Weights::open_dir(&self.path),
-            Origin::Files(files) => Weights::open(files),
-            Origin::Gguf(g) => gguf::checkpoint(g),
-        }
+        let mut weights = match &self.origin {
+            Origin::HfDir => Weights::open_dir(&self.path)?,
+            Origin::Files(files) => Weights::open(files)?,
+            Origin::Gguf(g) => gguf::checkpoint(g)?,
+        };
+        weights.set_allow_nonfinite(self.allow_nonfinite);
+        Ok(weights)
     }
 
     /// The model with its own config on `device`, weights converted to `dtype` (CLEX

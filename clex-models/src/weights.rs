@@ -79,10 +79,46 @@ enum Store {
 pub struct Weights {
     store: Store,
     used: RefCell<BTreeSet<String>>,
+    /// Load tensors holding NaN or infinities instead of refusing them.
+    allow_nonfinite: bool,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ModelError + '_ {
     move |source| ModelError::Io { path: path.to_path_buf(), source }
+}
+
+/// Opens `path` for reading if it is a regular file (after symlinks): a FIFO would block
+/// the open until someone writes to it, a device could be endless.
+pub fn open_regular(path: &Path) -> Result<std::fs::File, ModelError> {
+    let not_regular = || ModelError::Io {
+        path: path.to_path_buf(),
+        source: std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file (a directory, FIFO, socket or device); accepted: a regular file",
+        ),
+    };
+    if !std::fs::metadata(path).map_err(io(path))?.is_file() {
+        return Err(not_regular());
+    }
+    let file = std::fs::File::open(path).map_err(io(path))?;
+    // The path may have been replaced between the two looks.
+    if !file.metadata().map_err(io(path))?.is_file() {
+        return Err(not_regular());
+    }
+    Ok(file)
+}
+
+/// The text of the regular file `path` ([`open_regular`]), errors naming it.
+pub fn read_regular(path: &Path) -> Result<String, ModelError> {
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut open_regular(path)?, &mut text).map_err(io(path))?;
+    Ok(text)
+}
+
+/// The first non-finite value of `values` (index, value) and how many there are.
+fn first_nonfinite(values: &[f32]) -> Option<(usize, f32, usize)> {
+    let first = values.iter().position(|v| !v.is_finite())?;
+    Some((first, values[first], values[first..].iter().filter(|v| !v.is_finite()).count()))
 }
 
 impl Weights {
@@ -102,7 +138,7 @@ impl Weights {
                 ),
             });
         }
-        let text = std::fs::read_to_string(&index).map_err(io(&index))?;
+        let text = read_regular(&index)?;
         let v: serde_json::Value =
             serde_json::from_str(&text).map_err(|e| ModelError::Json { path: index.clone(), message: e.to_string() })?;
         let map = v
@@ -121,13 +157,16 @@ impl Weights {
         let mut files = Vec::new();
         let mut index = HashMap::new();
         for (i, path) in paths.iter().enumerate() {
-            let file = std::fs::File::open(path).map_err(io(path))?;
+            let file = open_regular(path)?;
             // SAFETY: the file is opened read-only; a concurrent writer truncating it is
             // the user's problem, as with every mmap-based checkpoint loader.
             let mmap = unsafe { Mmap::map(&file) }.map_err(io(path))?;
             // Validates the header and every tensor's byte range against the file length.
-            let (header_len, metadata) =
-                SafeTensors::read_metadata(&mmap).map_err(|e| ModelError::Safetensors { path: path.clone(), message: e.to_string() })?;
+            let (header_len, metadata) = SafeTensors::read_metadata(&mmap).map_err(|e| ModelError::Safetensors {
+                path: path.clone(),
+                // The parser quotes the header's values: keep the message one short line.
+                message: clex_core::config::echo_long(&e.to_string()),
+            })?;
             // An 8-byte header length, the JSON header, then the data the offsets count in.
             let data_start = 8 + header_len;
             for (name, info) in metadata.tensors() {
@@ -142,7 +181,7 @@ impl Weights {
             }
             files.push((path.clone(), mmap));
         }
-        Ok(Weights { store: Store::Files { files, index }, used: RefCell::new(BTreeSet::new()) })
+        Ok(Weights { store: Store::Files { files, index }, used: RefCell::new(BTreeSet::new()), allow_nonfinite: false })
     }
 
     /// A checkpoint of host tensors (HF names and layouts, f32), kept as they are; `label`
@@ -166,7 +205,14 @@ impl Weights {
         Ok(Weights {
             store: Store::Host { label: label.to_path_buf(), shapes, values: RefCell::new(values) },
             used: RefCell::new(BTreeSet::new()),
+            allow_nonfinite: false,
         })
+    }
+
+    /// Whether tensors holding NaN or infinities load (`true`) or are refused with an error
+    /// naming the tensor (`false`, the default): such a model computes nothing but NaN.
+    pub fn set_allow_nonfinite(&mut self, allow: bool) {
+        self.allow_nonfinite = allow;
     }
 
     /// True if the checkpoint has a tensor of this name.
@@ -196,10 +242,12 @@ impl Weights {
             found: found.to_vec(),
             expected: expected.to_vec(),
         };
+        let source: &PathBuf;
         let values = match &self.store {
             Store::Files { files, index } => {
                 let e = index.get(name).ok_or_else(|| self.missing(name, expected))?;
                 let (path, bytes) = &files[e.file];
+                source = path;
                 if e.shape != expected {
                     return Err(mismatch(path, &e.shape));
                 }
@@ -218,6 +266,7 @@ impl Weights {
                 if shape != expected {
                     return Err(mismatch(label, shape));
                 }
+                source = label;
                 // Each tensor is read once by the builder; a second read finds it moved out.
                 values.borrow_mut().remove(name).ok_or_else(|| ModelError::Safetensors {
                     path: label.clone(),
@@ -225,6 +274,11 @@ impl Weights {
                 })?
             }
         };
+        if !self.allow_nonfinite
+            && let Some((index, value, count)) = first_nonfinite(&values)
+        {
+            return Err(ModelError::NonFinite { name: name.into(), path: source.clone(), index, value, count });
+        }
         self.used.borrow_mut().insert(name.to_string());
         Ok(values)
     }

@@ -1,7 +1,7 @@
 //! clex-parity: one numeric suite, generic over burn's `Backend`, that every backend must
 //! pass: the transformers goldens of the tiny LLaMA and GPT-NeoX, the official-CLEX goldens
-//! (full forwards across t boundaries and KV-cache decoding under both cache policies, through
-//! [`clex_models::Session`]). `tests/` runs it on flex, wgpu and (opt-in) tch; the same
+//! of LLaMA, GPT-NeoX, Phi-2 and Mixtral (full forwards across t boundaries and KV-cache
+//! decoding under both cache policies, through [`clex_models::Session`]). `tests/` runs it on flex, wgpu and (opt-in) tch; the same
 //! numbers are expected everywhere, within the per-dtype tolerances of [`Tolerance`]. The
 //! training half (CLEX train steps on every backend) lives in clex-train's `tests/backends.rs`,
 //! so this crate depends on clex-core and clex-models only.
@@ -14,7 +14,7 @@ mod suite;
 #[cfg(feature = "wgpu")]
 pub use fixtures::{Wgpu, wgpu_device};
 pub use fixtures::{fixture, golden};
-pub use suite::{Check, Tolerance, clex_decode, clex_logits, hf_logits, suite};
+pub use suite::{Check, Tolerance, arch_decode, arch_logits, clex_decode, clex_logits, hf_logits, suite};
 
 /// Prints a suite's checks as a table and asserts each is within its tolerance.
 pub fn report(backend: &str, checks: &[Check]) {

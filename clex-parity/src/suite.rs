@@ -133,6 +133,27 @@ pub fn clex_logits<B: ClexBackend>(device: &B::Device, dtype: DType) -> Vec<Chec
     out
 }
 
+/// The official code's logits at N = 100 and 256 (one forward, t = 4 and 8) from inputs run
+/// through the KV cache in chunks of 48 tokens (chunked prefill: chunks after the first
+/// attend to cached keys with an offset causal mask, each pinned to the whole input's t).
+pub fn clex_chunked<B: ClexBackend>(device: &B::Device, dtype: DType) -> Vec<Check> {
+    let g = golden("clex/logits.safetensors");
+    let (input, _) = g.read_f32("inputs/ids").expect("golden ids");
+    let tol = Tolerance::for_dtype(dtype).logits;
+    let t0 = std::time::Instant::now();
+    let mut out = Vec::new();
+    for name in ["llama", "gpt_neox"] {
+        let model = clex_model::<B>(name, device, dtype);
+        for len in [100, 256] {
+            let (want, _) = g.read_f32(&format!("{name}/L{len}/logits")).expect("golden logits");
+            let mut session = Session::new(&model, CachePolicy::Reference).with_prefill_chunk(48);
+            let logits = session.logits(&token_ids(&input[..len])).expect("chunked prefill");
+            out.push(done(Check { name: format!("clex {name} L{len} chunked prefill"), worst: max_diff(&logits, &want), tol }, t0));
+        }
+    }
+    out
+}
+
 /// KV-cache decoding after a 30-token prefill, `steps` single-token steps (at most 40:
 /// N = 31..70, t = 1 → 2 at step 2 → 3 at step 34) under both cache policies, against the
 /// official code's cached steps (Reference) and its full forwards (Recompute).
@@ -173,13 +194,80 @@ pub fn clex_decode<B: ClexBackend>(device: &B::Device, dtype: DType, steps: usiz
     out
 }
 
-/// The golden logits at `dtype` ([`hf_logits`], [`clex_logits`]), plus `decode_steps` of
-/// cached decoding ([`clex_decode`]; none when 0).
+/// The official CLEX code's Phi-2 and Mixtral (`clex_arch/`, P = 32, T_max = 8).
+fn arch_model<B: Backend>(arch: &str, device: &B::Device, dtype: DType) -> CausalLm<B> {
+    load(&format!("clex_arch/{arch}_clex.json"), &format!("clex_arch/{arch}_clex.safetensors"), device, dtype)
+}
+
+/// The architectures checked at `dtype`: Phi-2 at every dtype, Mixtral in f32 only. Its
+/// routing is discontinuous: the goldens' smallest gap between a token's k-th and (k+1)-th
+/// router logit is 1.05e-3 (manifest `router_min_topk_logit_margin_over_all_golden_forwards`),
+/// below the rounding of a half-precision router input, and a token sent to another expert
+/// moves the logits by O(1) (measured on flex against the f32 goldens: f16 2.8 at L256, bf16
+/// 2.7 from L20 on). A half-precision Mixtral is a different model to within its routing.
+fn arch_names(dtype: DType) -> &'static [&'static str] {
+    if dtype == DType::F32 { &["phi2", "mixtral"] } else { &["phi2"] }
+}
+
+/// The Phi-2 and Mixtral goldens' lengths (t = 1, 1, 2, 2, 4, 8); clex-models'
+/// `arch_goldens` holds the manifest and the golden file to the same list.
+const ARCH_LENGTHS: [usize; 6] = [20, 32, 33, 64, 100, 256];
+
+/// The official CLEX code's CLEX-Phi-2 and CLEX-Mixtral logits at every golden length
+/// (Mixtral in f32 only, see [`arch_names`]).
+pub fn arch_logits<B: ClexBackend>(device: &B::Device, dtype: DType) -> Vec<Check> {
+    let g = golden("clex_arch/arch_logits.safetensors");
+    let (input, _) = g.read_f32("inputs/ids").expect("golden ids");
+    let tol = Tolerance::for_dtype(dtype).logits;
+    let t0 = std::time::Instant::now();
+    let mut out = Vec::new();
+    for &arch in arch_names(dtype) {
+        let model = arch_model::<B>(arch, device, dtype);
+        for len in ARCH_LENGTHS {
+            let (want, _) = g.read_f32(&format!("{arch}/L{len}/logits")).expect("golden logits");
+            let logits = values(model.forward(ids(&input[..len], device)).expect("forward"));
+            out.push(done(Check { name: format!("clex {arch} L{len} logits"), worst: max_diff(&logits, &want), tol }, t0));
+        }
+    }
+    out
+}
+
+/// [`clex_decode`] for CLEX-Phi-2 and CLEX-Mixtral: `steps` cached steps after a 30-token
+/// prefill under both cache policies, against the official cached steps and full forwards.
+pub fn arch_decode<B: ClexBackend>(device: &B::Device, dtype: DType, steps: usize) -> Vec<Check> {
+    assert!((1..=40).contains(&steps), "the golden has 40 decode steps");
+    let g = golden("clex_arch/arch_logits.safetensors");
+    let tol = Tolerance::for_dtype(dtype).decode;
+    let t0 = std::time::Instant::now();
+    let mut out = Vec::new();
+    for &arch in arch_names(dtype) {
+        let model = arch_model::<B>(arch, device, dtype);
+        let input = token_ids(&g.read_f32(&format!("{arch}/decode/input_ids")).expect("golden decode ids").0);
+        for (policy, key) in [(CachePolicy::Reference, "step_logits"), (CachePolicy::Recompute, "full_recompute_last_logits")] {
+            let (want, _) = g.read_f32(&format!("{arch}/decode/{key}")).expect("golden decode logits");
+            let mut session = Session::new(&model, policy);
+            session.prefill(&input[..30]).expect("prefill");
+            let mut got = Vec::new();
+            for &id in &input[30..30 + steps] {
+                got.extend(session.step(id).expect("decode step"));
+            }
+            let worst = max_diff(&got, &want[..got.len()]);
+            out.push(done(Check { name: format!("clex {arch} decode {policy:?} ({steps} steps)"), worst, tol }, t0));
+        }
+    }
+    out
+}
+
+/// The golden logits at `dtype` ([`hf_logits`], [`clex_logits`], [`arch_logits`]), plus
+/// `decode_steps` of cached decoding ([`clex_decode`], [`arch_decode`]; none when 0).
 pub fn suite<B: ClexBackend>(device: &B::Device, dtype: DType, decode_steps: usize) -> Vec<Check> {
     let mut checks = hf_logits::<B>(device, dtype);
     checks.extend(clex_logits::<B>(device, dtype));
+    checks.extend(clex_chunked::<B>(device, dtype));
+    checks.extend(arch_logits::<B>(device, dtype));
     if decode_steps > 0 {
         checks.extend(clex_decode::<B>(device, dtype, decode_steps));
+        checks.extend(arch_decode::<B>(device, dtype, decode_steps));
     }
     checks
 }

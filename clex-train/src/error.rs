@@ -41,6 +41,25 @@ pub enum TrainError {
         /// Where to resume from.
         checkpoint: String,
     },
+    /// Another process holds the run directory's lock.
+    #[error("{dir}: in use by another training run ({holder}); wait for it to end or stop it, then retry")]
+    RunInUse {
+        /// The run directory.
+        dir: PathBuf,
+        /// The holder as its lock file names it (pid, start time).
+        holder: String,
+    },
+    /// A checkpoint could not be written (full disk, quota, I/O error). The run stopped;
+    /// the checkpoint before it is untouched.
+    #[error("checkpoint {epoch} not written: {message}; the run stopped, {kept}")]
+    CheckpointWrite {
+        /// The checkpoint (burn-train epoch) being written.
+        epoch: usize,
+        /// The file and the OS error.
+        message: String,
+        /// What is left to resume from.
+        kept: String,
+    },
     /// A model problem.
     #[error(transparent)]
     Model(#[from] clex_models::ModelError),

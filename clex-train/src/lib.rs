@@ -6,7 +6,8 @@
 //! - [`metrics`]: burn-train metrics (loss/perplexity per length, tokens/s, t).
 //! - [`step`]: the CLEX train step (t and positions drawn per step, θ(t) differentiable);
 //!   [`precision`]: f16/bf16 compute over f32 master weights.
-//! - [`trainer`]: a whole run ([`loader`] for exact resume, [`checkpoint`] atomic, [`lr_schedule`], [`preset`]).
+//! - [`trainer`]: a whole run ([`loader`] for exact resume, [`checkpoint`] atomic, [`lr_schedule`], [`preset`]);
+//!   [`run_lock`]: one process per run directory.
 
 #![warn(missing_docs)]
 
@@ -21,6 +22,7 @@ pub mod packing;
 pub mod precision;
 pub mod preset;
 pub mod renderer;
+pub mod run_lock;
 pub mod step;
 pub mod tokenizer;
 pub mod trainer;

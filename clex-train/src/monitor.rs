@@ -38,11 +38,14 @@ impl StepMonitor {
             .filter(|l| l.split(',').next().and_then(|s| s.parse::<usize>().ok()).is_some_and(|s| s < first_step))
             .map(str::to_string)
             .collect();
-        let mut file = std::fs::File::create(path)?;
-        writeln!(file, "step,loss,perplexity,t")?;
+        // Replaced atomically: a crash here must not lose the rows before the checkpoint.
+        let mut text = String::from("step,loss,perplexity,t\n");
         for l in kept {
-            writeln!(file, "{l}")?;
+            text.push_str(&l);
+            text.push('\n');
         }
+        crate::checkpoint::write_durable(path, text.as_bytes()).map_err(|(_, e)| e)?;
+        let file = std::fs::OpenOptions::new().append(true).open(path)?;
         Ok(StepMonitor {
             interrupter,
             pending: Arc::new(Mutex::new(HashMap::new())),

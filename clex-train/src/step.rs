@@ -31,11 +31,15 @@ pub struct StepSettings {
     pub grad_accumulation: usize,
     /// Compute dtype of the forward and backward (the ODE always runs in f32).
     pub precision: Precision,
+    /// Mixture-of-experts models: add the router's load-balancing loss times the config's
+    /// `router_aux_loss_coef` ([`clex_models::layers::load_balancing_loss`]), as transformers
+    /// does with `output_router_logits`. No effect on dense models.
+    pub router_aux_loss: bool,
 }
 
 impl Default for StepSettings {
     fn default() -> Self {
-        StepSettings { min_factor: 1, grad_accumulation: 1, precision: Precision::F32 }
+        StepSettings { min_factor: 1, grad_accumulation: 1, precision: Precision::F32, router_aux_loss: false }
     }
 }
 
@@ -150,8 +154,15 @@ impl<B: ClexBackend> ClexLm<B> {
         let positions = draw.map(|d| d.positions).unwrap_or_else(|| (0..l).map(|m| m as f32).collect());
         let (cos, sin) = lm.rotary_tables(positions, 1, f.inv_freq, f.attention_scaling);
         let t = f.scaling_factor.map(|sf| sf.t);
-        let logits = lm.forward_rotary(batch.inputs.clone(), cos, sin);
-        (Self::cross_entropy(logits, batch.targets.clone()), t)
+        match lm.config().moe.filter(|_| self.settings.router_aux_loss) {
+            Some(moe) => {
+                let (logits, router) = lm.forward_rotary_routed(batch.inputs.clone(), cos, sin);
+                let loss = Self::cross_entropy(logits, batch.targets.clone());
+                let aux = clex_models::layers::load_balancing_loss(&router, moe.experts_per_token).expect("a MoE model has routers");
+                (loss + aux.mul_scalar(moe.router_aux_loss_coef), t)
+            }
+            None => (Self::cross_entropy(lm.forward_rotary(batch.inputs.clone(), cos, sin), batch.targets.clone()), t),
+        }
     }
 }
 

@@ -1,5 +1,12 @@
 //! A whole training run: data, tokenizer, model, burn-train learner with atomic checkpoints
 //! and exact resume, then the final model as an HF directory and its evaluation.
+//!
+//! Crash safety: the run directory is locked for the whole run ([`RunLock`]); every file a
+//! resume reads (tokenizer, checkpoints) is written atomically; a resumed run first drops
+//! what a crash left after its checkpoint; a checkpoint that cannot be written stops the run
+//! with [`TrainError::CheckpointWrite`] and leaves the one before it usable. A run killed at
+//! any moment and resumed with `resume` ends with the uninterrupted run's weights
+//! (`xtask/tests/train_crash.rs`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -19,7 +26,7 @@ use clex_core::ClexBackend;
 use clex_models::{CausalLm, ModelConfig, ModelSource, init_model, save_model};
 
 use crate::batch::{BatchGroups, LmBatch, LmBatcher};
-use crate::checkpoint::{AtomicRecorder, latest_checkpoint, verify_checkpoint};
+use crate::checkpoint::{AtomicRecorder, discard_after, latest_checkpoint, verify_checkpoint, write_durable};
 use crate::error::{TrainError, io};
 use crate::loader::StepLoader;
 use crate::lr_schedule::WarmupCosine;
@@ -29,6 +36,7 @@ use crate::packing::pack;
 use crate::precision::Precision;
 use crate::preset::{Preset, RopeChoice, preset_config};
 use crate::renderer::PlainRenderer;
+use crate::run_lock::RunLock;
 use crate::step::{ClexLm, StepSettings};
 use crate::tokenizer::{boundary_id, encode, load_tokenizer, train_bpe};
 use clex_eval::corpus::{read_documents, split_documents};
@@ -84,6 +92,9 @@ pub struct TrainOptions {
     pub plain_progress: bool,
     /// Compute dtype of the train step (master weights and the ODE stay f32).
     pub precision: Precision,
+    /// Mixture-of-experts models: add the router's load-balancing loss
+    /// (`router_aux_loss_coef` of the config; [`StepSettings::router_aux_loss`]).
+    pub router_aux_loss: bool,
 }
 
 impl TrainOptions {
@@ -113,6 +124,7 @@ impl TrainOptions {
             devices: 1,
             plain_progress: false,
             precision: Precision::F32,
+            router_aux_loss: false,
         }
     }
 }
@@ -162,6 +174,8 @@ pub fn train(opts: &TrainOptions) -> Result<TrainReport, TrainError> {
     if opts.checkpoint_every == 0 || opts.batch_size == 0 || opts.seq_len < 2 || opts.devices == 0 {
         return Err(TrainError::NotEnoughData("checkpoint_every, batch_size, devices must be >= 1 and seq_len >= 2".into()));
     }
+    // Held to the end of the run; the OS releases it however the process ends.
+    let _lock = RunLock::acquire(&opts.run_dir)?;
     if !opts.batch_size.is_multiple_of(opts.devices) {
         return Err(TrainError::NotEnoughData(format!(
             "batch size {} does not split evenly over {} devices",
@@ -181,7 +195,8 @@ pub fn train(opts: &TrainOptions) -> Result<TrainReport, TrainError> {
     let tokenizer = match (&opts.tokenizer, opts.resume && tok_path.exists()) {
         (Some(p), _) => {
             let t = load_tokenizer(p)?;
-            std::fs::copy(p, &tok_path).map_err(io(&tok_path))?;
+            let bytes = std::fs::read(p).map_err(io(p))?;
+            write_durable(&tok_path, &bytes).map_err(|(f, e)| TrainError::Io { path: f, source: e })?;
             t
         }
         (None, true) => load_tokenizer(&tok_path)?,
@@ -189,7 +204,9 @@ pub fn train(opts: &TrainOptions) -> Result<TrainReport, TrainError> {
             log(format!("training a byte-level BPE ({} entries) on {} documents", opts.vocab_size, train_docs.len()));
             let texts: Vec<&str> = train_docs.iter().map(|d| d.text.as_str()).collect();
             let t = train_bpe(&texts, opts.vocab_size)?;
-            t.save(&tok_path, false).map_err(|e| TrainError::Tokenizer(format!("{}: {e}", tok_path.display())))?;
+            // A resume reads it back: written atomically, never half.
+            let json = t.to_string(false).map_err(|e| TrainError::Tokenizer(format!("{}: {e}", tok_path.display())))?;
+            write_durable(&tok_path, json.as_bytes()).map_err(|(f, e)| TrainError::Io { path: f, source: e })?;
             t
         }
     };
@@ -235,6 +252,12 @@ pub fn train(opts: &TrainOptions) -> Result<TrainReport, TrainError> {
         }
     }
     let first_epoch = resume_from.unwrap_or(0);
+    // A crash may have left later epochs' files (complete or not) and temporary files; this
+    // run rewrites those epochs and must not resume from a mix of old and new files.
+    let discarded = discard_after(&opts.run_dir, first_epoch)?;
+    if discarded > 0 {
+        log(format!("removed {discarded} checkpoint files after checkpoint {first_epoch} (left by an earlier or crashed run)"));
+    }
     let train_loader = Arc::new(StepLoader::<Training>::new(
         train_windows,
         opts.batch_size,
@@ -246,6 +269,7 @@ pub fn train(opts: &TrainOptions) -> Result<TrainReport, TrainError> {
     // One validation pass per checkpoint covers L and 4L; each batch holds one length.
     let valid_groups = BatchGroups::new(&[valid_at(l), valid_at(4 * l)], opts.batch_size);
     let valid_loader = DataLoaderBuilder::new(LmBatcher { seed: opts.seed }).batch_size(1).build(valid_groups);
+    let recorder = AtomicRecorder::default();
     let mut training = SupervisedTraining::new(&opts.run_dir, train_loader, valid_loader)
         .metric_train_numeric(LossMetric::new())
         .metric_train_numeric(LmMetric::perplexity(None))
@@ -257,7 +281,7 @@ pub fn train(opts: &TrainOptions) -> Result<TrainReport, TrainError> {
         .metric_valid_numeric(LmMetric::perplexity(Some(l)))
         .metric_valid_numeric(LmMetric::loss(Some(4 * l)))
         .metric_valid_numeric(LmMetric::perplexity(Some(4 * l)))
-        .with_file_checkpointer(AtomicRecorder)
+        .with_file_checkpointer(recorder.clone())
         .num_epochs(epochs)
         .summary();
     if lm.clex_layer.is_some() {
@@ -277,6 +301,14 @@ pub fn train(opts: &TrainOptions) -> Result<TrainReport, TrainError> {
     let monitor = StepMonitor::new(training.interrupter(), &metrics, first_epoch * opts.checkpoint_every).map_err(io(&metrics))?;
     let model = model.with_monitor(monitor.clone());
     let result = training.launch(Learner::new(model, optim, scheduler));
+    // launch returns after burn-train's checkpoint threads have finished.
+    if let Some((epoch, message)) = recorder.failure() {
+        let kept = match latest_checkpoint(&opts.run_dir) {
+            Some(e) => format!("checkpoint {e} is intact: free space, then resume with --resume"),
+            None => "no checkpoint was completed before it: free space and start again".into(),
+        };
+        return Err(TrainError::CheckpointWrite { epoch, message, kept });
+    }
     if let Some((step, loss)) = monitor.non_finite() {
         let checkpoint =
             latest_checkpoint(&opts.run_dir).map(|e| format!("checkpoint {e}, resume with --resume")).unwrap_or_else(|| "none yet".into());
@@ -330,7 +362,12 @@ pub fn learner_setup<LC: LearningComponentsTypes>(
     opts: &TrainOptions,
     devices: Vec<Device<LC::Backend>>,
 ) -> (ClexLm<LC::Backend>, SupervisedTraining<LC>) {
-    let settings = StepSettings { grad_accumulation: opts.grad_accumulation.max(1), precision: opts.precision, ..StepSettings::default() };
+    let settings = StepSettings {
+        grad_accumulation: opts.grad_accumulation.max(1),
+        precision: opts.precision,
+        router_aux_loss: opts.router_aux_loss,
+        ..StepSettings::default()
+    };
     if devices.len() > 1 {
         training = training.with_training_strategy(ExecutionStrategy::MultiDevice(devices, MultiDeviceOptim::OptimMainDevice).into());
     }

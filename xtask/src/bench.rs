@@ -9,7 +9,12 @@
 //! both in lockstep on the same weight tensors, step by step.
 //! The whole command runs from a release build: from a debug `cargo xtask` it builds
 //! `xtask` with `--release` and hands over to it.
+//!
+//! `--long` runs the long-context suite instead (SmolLM2-135M at 512 to 32k tokens, against
+//! transformers eager and sdpa with `--vs-torch`; [`long`]), into its own generated section.
 
+mod long;
+mod long_report;
 mod machine;
 mod models;
 mod report;
@@ -36,14 +41,27 @@ use worker::Task;
 pub struct BenchArgs {
     /// Smoke test (about 2 minutes once built): quarter-size models, P = 64, 2 runs, short
     /// criterion runs. Writes <target>/bench/quick/BENCHMARKS.md unless --out is given.
+    /// With --long: contexts 256 and 1024, 8 decode steps, into <target>/bench/quick-long/.
     #[arg(long)]
     quick: bool,
     /// Also run bench/torch_reference.py (transformers, eager, f32) on the plain-RoPE
-    /// weights, alternating with ours (needs transformers in .venv-torch).
+    /// weights, alternating with ours; with --long bench/torch_long.py (eager and sdpa).
+    /// Needs torch and transformers in the venv $CLEX_TORCH_VENV, else .venv-torch.
     #[arg(long)]
     vs_torch: bool,
+    /// The long-context suite instead: SmolLM2-135M (real weights, `cargo xtask
+    /// fetch-smollm2`) at each of --contexts: prefill, decode, peak memory, bandwidth floor,
+    /// CLEX overhead. Writes its own generated section ("Long context").
+    #[arg(long)]
+    long: bool,
+    /// --long: prompt lengths [default: 512,2048,8192,16384,32768; --quick: 256,1024].
+    #[arg(long, value_delimiter = ',', requires = "long")]
+    contexts: Option<Vec<usize>>,
+    /// --long: the HF directory [default: <cache>/smollm2/hf, where fetch-smollm2 puts it].
+    #[arg(long, requires = "long")]
+    model: Option<PathBuf>,
     /// Runs of every configuration; tables give the median and the range [default: 3;
-    /// --quick: 2].
+    /// --quick: 2; --long: 1].
     #[arg(long)]
     runs: Option<usize>,
     /// The markdown file whose generated section is (re)written [default: BENCHMARKS.md].
@@ -100,6 +118,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         bail!("the benchmark measures the CPU backend (flex); this xtask was built with {}", clex_models::backend::name());
     }
     let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    if args.long {
+        return long::run(&args, threads);
+    }
     let plan = Plan {
         quick: args.quick,
         runs: args.runs.unwrap_or(if args.quick { 2 } else { 3 }).max(1),
@@ -122,7 +143,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let bandwidth = machine::read_bandwidth(plan.bandwidth_bytes, plan.threads, 5);
     let bandwidth_1 = machine::read_bandwidth(plan.bandwidth_bytes, 1, 3);
 
-    let presets = models::presets(plan.quick);
+    let mut presets = models::presets(plan.quick);
+    presets.extend(models::moe_presets(plan.quick));
     let mut prepared = Vec::new();
     for p in &presets {
         eprintln!("bench: weights of {} in {}", p.name, work.display());

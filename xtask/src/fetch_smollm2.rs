@@ -36,7 +36,7 @@ pub struct FetchArgs {
 }
 
 /// `$CLEX_CACHE`, else `$XDG_CACHE_HOME/clex-rs`, else `~/.cache/clex-rs`.
-fn cache_dir() -> Option<PathBuf> {
+pub(crate) fn cache_dir() -> Option<PathBuf> {
     let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
     env("CLEX_CACHE").or_else(|| env("XDG_CACHE_HOME").map(|d| d.join("clex-rs"))).or_else(|| env("HOME").map(|h| h.join(".cache/clex-rs")))
 }

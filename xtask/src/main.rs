@@ -64,7 +64,8 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
+            // 2 for every refused input or failed run, as the `clex` binary does (issue 18).
+            std::process::ExitCode::from(2)
         }
     }
 }

@@ -14,6 +14,9 @@ pub struct TrainArgs {
     /// Run name: output goes to runs/<name>.
     #[arg(long, default_value = "tiny-clex")]
     name: String,
+    /// Output directory instead of runs/<name>. One training process at a time may use it.
+    #[arg(long)]
+    run_dir: Option<PathBuf>,
     /// Rebuild and run with this backend: flex | wgpu | tch.
     #[arg(long)]
     backend: Option<String>,
@@ -45,6 +48,10 @@ pub struct TrainArgs {
     /// stays f32).
     #[arg(long, default_value = "f32")]
     dtype: String,
+    /// Mixture-of-experts models (Mixtral): add the router's load-balancing loss, weighted
+    /// by the config's `router_aux_loss_coef`, as transformers does (no effect on dense models).
+    #[arg(long)]
+    router_aux_loss: bool,
     /// Base of the rope frequencies of a model trained from scratch (HF `rope_theta`).
     #[arg(long, default_value_t = 10000.0)]
     rope_theta: f64,
@@ -78,6 +85,10 @@ pub struct TrainArgs {
     /// Seed of weights, data order and CLEX draws.
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// Validation windows of length L at each checkpoint and at the end (a quarter as many
+    /// at 4L).
+    #[arg(long, default_value_t = 32)]
+    valid_windows: usize,
     /// Continue from the newest complete checkpoint of this run.
     #[arg(long)]
     resume: bool,
@@ -157,7 +168,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").canonicalize().context("locating the workspace")?;
-    let mut o = TrainOptions::tiny(root.join("runs").join(&args.name));
+    let mut o = TrainOptions::tiny(args.run_dir.clone().unwrap_or_else(|| root.join("runs").join(&args.name)));
     if let Some(d) = &args.data {
         o.data = d.clone();
     }
@@ -172,6 +183,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     }
     o.rope_theta = args.rope_theta;
     o.precision = Precision::parse(&args.dtype).with_context(|| format!("--dtype {}: accepted values: f32, f16, bf16", args.dtype))?;
+    o.router_aux_loss = args.router_aux_loss;
     o.seq_len = args.seq_len;
     o.batch_size = args.batch_size;
     o.grad_accumulation = args.grad_accum;
@@ -183,10 +195,12 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     o.grad_clip = (args.grad_clip > 0.0).then_some(args.grad_clip);
     o.seed = args.seed;
     o.resume = args.resume;
+    o.valid_windows = args.valid_windows;
     o.devices = args.devices;
     o.plain_progress = args.plain;
     eprintln!("backend: {}; run directory: {}", clex_models::backend::name(), o.run_dir.display());
-    let report = train(&o)?;
+    // TrainError's message already carries its cause: one line, without anyhow's chain.
+    let report = train(&o).map_err(|e| anyhow::anyhow!("{e}"))?;
     println!(
         "\ntrained {} micro-batches in {:.0} s ({} train / {} validation tokens)",
         report.steps, report.wall_s, report.tokens.0, report.tokens.1

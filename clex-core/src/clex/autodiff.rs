@@ -18,6 +18,7 @@ use burn::tensor::ops::FloatTensor;
 use burn::tensor::{DType, Tensor, TensorData, TensorPrimitive, backend::Backend};
 
 use super::theta::{OdeSpec, OdeWeights, ThetaTape};
+use crate::attention::KeyMask;
 
 /// Backends that can run the CLEX θ(t) solve, and what the model code needs to know about
 /// them. Every backend gets the plain solve by an impl in `crate::backends`, which also sets
@@ -31,6 +32,10 @@ pub trait ClexBackend: Backend {
     /// must be a multiple of plane size"). Backends that say `false` get a second, copied
     /// query row in attention, which makes the products general matmuls.
     const GEMV_ANY_LENGTH: bool = true;
+
+    /// Whether attention materialises a `[heads, seq, keys]` score matrix per layer (what
+    /// memory estimates must count); burn-flex's kernel works in tiles.
+    const ATTENTION_SCORES: bool = true;
 
     /// θ(t) = exp(z(t)), z(1) = ln(inv_freq), for integer `t >= 2`.
     ///
@@ -48,6 +53,24 @@ pub trait ClexBackend: Backend {
         let weights = OdeWeights { inv_freq: host::<Self, 1>(inv_freq).0, up: host::<Self, 2>(up).0, down: host::<Self, 2>(down).0 };
         let theta = weights.theta(&spec, t);
         device_vec::<Self>(theta, &device, DType::F32)
+    }
+
+    /// Attention over sequence-major tensors with grouped KV heads ([`crate::attention::attention`]):
+    /// burn's fused op by default.
+    ///
+    /// # Shapes
+    /// - `q`: `[batch, seq, heads, d]`; `k`, `v`: `[batch, n, kv_heads, d]` → `[batch, seq, heads, d]`
+    fn grouped_attention(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, mask: &KeyMask) -> FloatTensor<Self> {
+        crate::attention::default_attention::<Self>(q, k, v, mask)
+    }
+
+    /// Writes `new` into `cache` at sequence position `at` ([`crate::attention::kv_write`]):
+    /// burn's `slice_assign` by default.
+    ///
+    /// # Shapes
+    /// - `cache`: `[batch, capacity, kv_heads, d]`; `new`: `[batch, seq, kv_heads, d]`
+    fn kv_write(cache: FloatTensor<Self>, new: FloatTensor<Self>, at: usize) -> FloatTensor<Self> {
+        crate::attention::default_kv_write::<Self>(cache, new, at)
     }
 }
 
@@ -108,6 +131,13 @@ fn reshape2<B: Backend>(p: FloatTensor<B>, shape: [usize; 2]) -> FloatTensor<B> 
 
 impl<B: ClexBackend, C: CheckpointStrategy> ClexBackend for Autodiff<B, C> {
     const GEMV_ANY_LENGTH: bool = B::GEMV_ANY_LENGTH;
+
+    /// The explicit path: burn decomposes its fused op under autodiff anyway, and this one
+    /// keeps the softmax in f32 for half-precision training.
+    fn grouped_attention(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>, mask: &KeyMask) -> FloatTensor<Self> {
+        let t = |p| Tensor::<Self, 4>::from_primitive(TensorPrimitive::Float(p));
+        crate::attention::explicit(t(q), t(k), t(v), mask).into_primitive().tensor()
+    }
 
     fn clex_theta(
         inv_freq: FloatTensor<Self>,

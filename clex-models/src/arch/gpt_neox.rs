@@ -58,6 +58,8 @@ pub(crate) fn config(raw: Value, rope: RopeConfig, path: &Path) -> Result<ModelC
         mlp_bias: true,
         use_parallel_residual: c.use_parallel_residual,
         hidden_act: &c.hidden_act,
+        moe: None,
+        sliding_window: None,
     };
     c.common.into_config(settings, rope, raw, path)
 }

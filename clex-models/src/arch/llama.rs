@@ -43,11 +43,24 @@ pub(crate) struct LlamaConfig {
     /// MLP activation.
     #[serde(default = "default_silu")]
     hidden_act: String,
+    /// Mistral's sliding window (keys older than it are not attended; LLaMA has none).
+    #[serde(default)]
+    sliding_window: Option<usize>,
 }
 
 /// The runtime config of a LLaMA `config.json` (`raw`) with its parsed `rope`.
 pub(crate) fn config(raw: Value, rope: RopeConfig, path: &Path) -> Result<ModelConfig, ModelError> {
     let c: LlamaConfig = super::parse_config(&raw, path)?;
+    if c.sliding_window == Some(0) {
+        return Err(ModelError::Config {
+            path: path.to_path_buf(),
+            source: clex_core::ConfigError::InvalidValue {
+                key: "sliding_window".into(),
+                value: "0".into(),
+                accepted: "null or a positive number of positions".into(),
+            },
+        });
+    }
     let settings = ArchSettings {
         arch: Architecture::Llama,
         num_kv_heads: c.num_key_value_heads.unwrap_or(c.common.num_attention_heads),
@@ -56,6 +69,8 @@ pub(crate) fn config(raw: Value, rope: RopeConfig, path: &Path) -> Result<ModelC
         mlp_bias: c.mlp_bias,
         use_parallel_residual: false,
         hidden_act: &c.hidden_act,
+        moe: None,
+        sliding_window: c.sliding_window,
     };
     c.common.into_config(settings, rope, raw, path)
 }

@@ -1,11 +1,13 @@
-//! The architectures, one file each ([`llama`], [`gpt_neox`]: HF config mirror, HF tensor
-//! names, the blocks that differ), and what they share: [`WeightSource`] (where weights come
+//! The architectures, one file each ([`llama`], [`gpt_neox`], [`phi`], [`mixtral`]: HF
+//! config mirror, HF tensor names, the blocks that differ), and what they share: [`WeightSource`] (where weights come
 //! from: a checkpoint, or seeded random init), the prefix views that nest HF names
 //! ([`WeightsAt`] to build, [`HostTensorsAt`] to save), and the model skeleton (layers, embedding,
-//! final norm, head, CLEX layer) that one [`build`] and one [`hf_tensors`] walk for both.
+//! final norm, head, CLEX layer) that one [`build`] and one [`hf_tensors`] walk for all.
 
 pub(crate) mod gpt_neox;
 pub(crate) mod llama;
+pub(crate) mod mixtral;
+pub(crate) mod phi;
 
 use std::fmt::Display;
 use std::path::Path;
@@ -18,7 +20,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::attention::Attention;
-use crate::config::{Activation, Architecture, ModelConfig, TokenIds};
+use crate::config::{Activation, Architecture, ModelConfig, MoeConfig, TokenIds};
 use crate::error::ModelError;
 use crate::layers::{Block, Mlp, Norm};
 use crate::model::CausalLm;
@@ -203,6 +205,11 @@ pub(crate) trait HfArch {
     const BASE: &'static str;
     /// Whether a tied checkpoint may store its head anyway (LLaMA exports do).
     const HEAD_STORED_WHEN_TIED: bool;
+    /// Whether the LM head has a bias (Phi-2).
+    const HEAD_BIAS: bool = false;
+    /// Whether a layer has one norm, read by attention and MLP alike (Phi-2), instead of
+    /// `input_layernorm` and `post_attention_layernorm`.
+    const SHARED_NORM: bool = false;
 
     /// A layer's attention from its view.
     fn attention<B: Backend>(w: WeightsAt<'_, B>, cfg: &ModelConfig) -> Result<Attention<B>, ModelError>;
@@ -216,7 +223,7 @@ pub(crate) trait HfArch {
     fn norm<B: Backend>(w: &mut WeightsAt<'_, B>, name: &str, cfg: &ModelConfig) -> Result<Norm<B>, ModelError>;
 }
 
-/// A layer's two norms, named alike in both architectures.
+/// A layer's two norms, named alike in every architecture (Phi-2 has only the first).
 const INPUT_NORM: &str = "input_layernorm";
 const POST_NORM: &str = "post_attention_layernorm";
 /// The CLEX layer under [`HfArch::BASE`].
@@ -241,7 +248,7 @@ fn build_arch<A: HfArch, B: Backend>(cfg: ModelConfig, source: &mut dyn WeightSo
         let attention = A::attention(lw.pp(A::ATTENTION), &cfg)?;
         let mlp = A::mlp(lw.pp(A::MLP), &cfg)?;
         let input_norm = A::norm(&mut lw, INPUT_NORM, &cfg)?;
-        let post_norm = A::norm(&mut lw, POST_NORM, &cfg)?;
+        let post_norm = if A::SHARED_NORM { None } else { Some(A::norm(&mut lw, POST_NORM, &cfg)?) };
         layers.push(Block { input_norm, post_norm, attention, mlp, parallel_residual: cfg.use_parallel_residual });
     }
     let embed = w.embedding(A::EMBED, v, h)?;
@@ -251,7 +258,7 @@ fn build_arch<A: HfArch, B: Backend>(cfg: ModelConfig, source: &mut dyn WeightSo
         }
         None
     } else {
-        Some(w.linear(A::HEAD, h, v, false)?)
+        Some(w.linear(A::HEAD, h, v, A::HEAD_BIAS)?)
     };
     let clex = match ClexLayerConfig::from_rope(&cfg.rope) {
         Some(c) => Some(w.pp(A::BASE).clex_layer(CLEX_LAYER, &c)?),
@@ -273,7 +280,9 @@ fn save_arch<A: HfArch, B: Backend>(model: &CausalLm<B>) -> Vec<HostTensor> {
         A::save_attention(&block.attention, lo.pp(A::ATTENTION), cfg);
         A::save_mlp(&block.mlp, lo.pp(A::MLP));
         lo.norm(INPUT_NORM, &block.input_norm);
-        lo.norm(POST_NORM, &block.post_norm);
+        if let Some(post_norm) = &block.post_norm {
+            lo.norm(POST_NORM, post_norm);
+        }
     }
     out.norm(A::FINAL_NORM, &model.final_norm);
     if let Some(head) = &model.lm_head {
@@ -290,6 +299,8 @@ pub(crate) fn build<B: Backend>(cfg: ModelConfig, source: &mut dyn WeightSource<
     match cfg.arch {
         Architecture::Llama => build_arch::<llama::Llama, B>(cfg, source),
         Architecture::GptNeox => build_arch::<gpt_neox::GptNeox, B>(cfg, source),
+        Architecture::Phi => build_arch::<phi::Phi, B>(cfg, source),
+        Architecture::Mixtral => build_arch::<mixtral::Mixtral, B>(cfg, source),
     }
 }
 
@@ -309,6 +320,8 @@ pub(crate) fn hf_tensors<B: Backend>(model: &CausalLm<B>) -> Vec<HostTensor> {
     match model.config().arch {
         Architecture::Llama => save_arch::<llama::Llama, B>(model),
         Architecture::GptNeox => save_arch::<gpt_neox::GptNeox, B>(model),
+        Architecture::Phi => save_arch::<phi::Phi, B>(model),
+        Architecture::Mixtral => save_arch::<mixtral::Mixtral, B>(model),
     }
 }
 
@@ -383,7 +396,7 @@ impl<B: Backend> WeightSource<B> for CheckpointWeights<'_, B> {
     }
 }
 
-/// The `config.json` keys both architectures read alike (flattened into each one's mirror).
+/// The `config.json` keys every architecture reads alike (flattened into each one's mirror).
 #[derive(Debug, Clone, Deserialize)]
 pub(crate) struct HfCommon {
     /// Vocabulary size.
@@ -424,6 +437,10 @@ pub(crate) struct ArchSettings<'a> {
     pub(crate) use_parallel_residual: bool,
     /// The `hidden_act` spelling.
     pub(crate) hidden_act: &'a str,
+    /// Sparse mixture-of-experts MLP, if any.
+    pub(crate) moe: Option<MoeConfig>,
+    /// Attention window, if any.
+    pub(crate) sliding_window: Option<usize>,
 }
 
 fn activation(name: &str, path: &Path) -> Result<Activation, ModelError> {
@@ -477,6 +494,8 @@ impl HfCommon {
             mlp_bias: settings.mlp_bias,
             tie_word_embeddings: self.tie_word_embeddings,
             use_parallel_residual: settings.use_parallel_residual,
+            moe: settings.moe,
+            sliding_window: settings.sliding_window,
             activation: activation(settings.hidden_act, path)?,
             log_scale: self.log_scale,
             rope,

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use serde_json::{Value, json};
 
 use super::reader::GgufFile;
+use crate::config::ModelConfig;
 use crate::error::{GgufError, ModelError};
 use crate::weights::HostTensor;
 
@@ -92,7 +93,7 @@ fn check_architecture(g: &GgufFile) -> Result<(), ModelError> {
     if arch != "llama" {
         return Err(g.error(GgufError::BadValue {
             key: "general.architecture".into(),
-            message: format!("`{arch}` is not supported; accepted: llama"),
+            message: format!("`{}` is not supported; accepted: llama", clex_core::config::echo(arch)),
         }));
     }
     Ok(())
@@ -176,14 +177,56 @@ fn rope_scaling(g: &GgufFile) -> Result<Value, ModelError> {
         (Some(other), _) => {
             return Err(g.error(GgufError::BadValue {
                 key: "llama.rope.scaling.type".into(),
-                message: format!("`{other}` (with factor {factor:?}) is not supported; accepted: none, linear, yarn"),
+                message: format!(
+                    "`{}` (with factor {factor:?}) is not supported; accepted: none, linear, yarn",
+                    clex_core::config::echo(other)
+                ),
             }));
         }
     })
 }
 
-/// Every tensor of `g` under its HF name, f32, in HF layout.
+/// The HF shape `config` implies for the HF tensor `name`, None for a name the LLaMA
+/// builder does not read (a layer past `num_hidden_layers`, an unknown stem).
+fn expected_shape(name: &str, config: &ModelConfig) -> Option<Vec<usize>> {
+    let (h, i, v) = (config.hidden_size, config.intermediate_size, config.vocab_size);
+    let (q, kv) = (config.num_heads * config.head_dim, config.num_kv_heads * config.head_dim);
+    match name {
+        "model.embed_tokens.weight" | "lm_head.weight" => return Some(vec![v, h]),
+        "model.norm.weight" => return Some(vec![h]),
+        _ => {}
+    }
+    let rest = name.strip_prefix("model.layers.")?;
+    let (layer, rest) = rest.split_once('.')?;
+    if layer.parse::<usize>().ok()? >= config.num_layers {
+        return None;
+    }
+    let (module, suffix) = rest.rsplit_once('.')?;
+    let (out, inp) = match module {
+        "self_attn.q_proj" => (q, h),
+        "self_attn.k_proj" | "self_attn.v_proj" => (kv, h),
+        "self_attn.o_proj" => (h, q),
+        "mlp.gate_proj" | "mlp.up_proj" => (i, h),
+        "mlp.down_proj" => (h, i),
+        "input_layernorm" | "post_attention_layernorm" => return (suffix == "weight").then(|| vec![h]),
+        _ => return None,
+    };
+    Some(if suffix == "weight" { vec![out, inp] } else { vec![out] })
+}
+
+/// Every tensor of `g` under its HF name, f32, in HF layout (shapes as the file says; the
+/// model builder checks them).
 pub fn hf_tensors(g: &GgufFile) -> Result<Vec<HostTensor>, ModelError> {
+    tensors(g, None)
+}
+
+/// [`hf_tensors`], each tensor's shape checked against `config` before it is dequantised,
+/// so a wrong file costs no memory.
+pub fn hf_tensors_for(g: &GgufFile, config: &ModelConfig) -> Result<Vec<HostTensor>, ModelError> {
+    tensors(g, Some(config))
+}
+
+fn tensors(g: &GgufFile, config: Option<&ModelConfig>) -> Result<Vec<HostTensor>, ModelError> {
     check_architecture(g)?;
     let hp = hparams(g)?;
     let mut out = Vec::with_capacity(g.tensors().len());
@@ -191,6 +234,19 @@ pub fn hf_tensors(g: &GgufFile) -> Result<Vec<HostTensor>, ModelError> {
         let name = hf_name(&t.name)
             .ok_or_else(|| g.error(GgufError::Unsupported(format!("tensor `{}` has no counterpart in an HF LLaMA checkpoint", t.name))))?;
         let shape = t.shape();
+        match config.map(|c| (c, expected_shape(&name, c))) {
+            None => {}
+            Some((config, None)) => {
+                return Err(g.error(GgufError::Unsupported(format!(
+                    "tensor `{}` ({name}) is not part of the model the metadata describes ({} layers)",
+                    t.name, config.num_layers
+                ))));
+            }
+            Some((_, Some(expected))) if expected != shape => {
+                return Err(ModelError::ShapeMismatch { name: t.name.clone(), path: g.path().to_path_buf(), found: shape, expected });
+            }
+            Some(_) => {}
+        }
         let mut values = g.tensor_f32(t)?;
         let heads = if name.contains(".q_proj.") {
             Some(hp.heads)

@@ -20,6 +20,8 @@ use crate::error::{GgufError, ModelError};
 
 const MAGIC: &[u8; 4] = b"GGUF";
 const DEFAULT_ALIGNMENT: u64 = 32;
+/// Largest `general.alignment` accepted (llama.cpp writes 32).
+const MAX_ALIGNMENT: u64 = 1 << 20;
 /// ggml's GGML_MAX_DIMS.
 const MAX_DIMS: u32 = 4;
 /// Nesting limit for arrays of arrays (the spec allows them; nothing real nests deeper).
@@ -258,6 +260,16 @@ impl<'a> Cursor<'a> {
     }
 }
 
+/// A metadata value for a message, cut short.
+fn value_text(v: &GgufValue) -> String {
+    let text = match v {
+        GgufValue::String(s) => format!("{s:?}"),
+        GgufValue::Array(a) => format!("an array of {} elements", a.len()),
+        other => format!("{other:?}"),
+    };
+    clex_core::config::echo(&text)
+}
+
 /// The parsed header: everything but the data.
 struct Header {
     version: u32,
@@ -291,10 +303,10 @@ fn parse(bytes: &[u8]) -> Result<Header, GgufError> {
     }
     let alignment = match metadata.get("general.alignment") {
         None => DEFAULT_ALIGNMENT,
-        Some(v) => v
-            .as_u64()
-            .filter(|a| a.is_power_of_two())
-            .ok_or_else(|| GgufError::BadValue { key: "general.alignment".into(), message: format!("{v:?} is not a power of two") })?,
+        Some(v) => v.as_u64().filter(|a| a.is_power_of_two() && *a <= MAX_ALIGNMENT).ok_or_else(|| GgufError::BadValue {
+            key: "general.alignment".into(),
+            message: format!("{} is not accepted (accepted: a power of two from 1 to {MAX_ALIGNMENT})", value_text(v)),
+        })?,
     };
 
     let mut tensors: Vec<TensorInfo> = Vec::new();
@@ -311,6 +323,10 @@ fn parse(bytes: &[u8]) -> Result<Header, GgufError> {
         let offset = c.u64(&|| what("offset"))?;
         let ggml_type = GgmlType::from_id(id).ok_or_else(|| GgufError::UnknownType { tensor: name.clone(), id })?;
         let bad_shape = |message: String| GgufError::BadShape { tensor: name.clone(), message };
+        if dims.contains(&0) {
+            // An empty tensor has no rows to read or un-permute; no model has one.
+            return Err(bad_shape(format!("dims {dims:?} include 0 (accepted: every dim >= 1)")));
+        }
         let n: u64 = dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d)).ok_or_else(|| bad_shape(format!("dims {dims:?} overflow")))?;
         if n.checked_mul(ggml_type.type_size() as u64).is_none() {
             return Err(bad_shape(format!("dims {dims:?} overflow")));
@@ -335,6 +351,14 @@ fn parse(bytes: &[u8]) -> Result<Header, GgufError> {
     // The data section starts at the next multiple of the alignment (a file with no tensor
     // data may end before it).
     let data_start = (c.pos as u64).div_ceil(alignment) * alignment;
+    if !tensors.is_empty() && data_start > bytes.len() as u64 {
+        return Err(GgufError::Truncated {
+            what: format!("the data section (general.alignment {alignment})"),
+            start: data_start,
+            end: data_start,
+            len: bytes.len() as u64,
+        });
+    }
     let data_len = (bytes.len() as u64).saturating_sub(data_start);
     for t in &tensors {
         let end = t.offset.checked_add(t.n_bytes());
@@ -349,7 +373,7 @@ impl GgufFile {
     /// Opens and validates `path`: header, metadata, tensor infos, alignment and bounds.
     pub fn open(path: &Path) -> Result<Self, ModelError> {
         let io = |source| ModelError::Io { path: path.to_path_buf(), source };
-        let file = std::fs::File::open(path).map_err(io)?;
+        let file = crate::weights::open_regular(path)?;
         let len = file.metadata().map_err(io)?.len();
         // mmap refuses empty files; an empty file is simply a truncated one.
         // SAFETY: read-only mapping; a concurrent writer truncating the file is the user's
@@ -411,7 +435,8 @@ impl GgufFile {
     /// The raw bytes of a tensor (bounds checked at open).
     pub fn tensor_bytes(&self, t: &TensorInfo) -> &[u8] {
         let start = self.data_start + t.offset as usize;
-        &self.map.as_deref().unwrap_or(&[])[start..start + t.n_bytes() as usize]
+        // Bounds were checked at open; a TensorInfo of another file reads as empty.
+        self.map.as_deref().unwrap_or(&[]).get(start..start + t.n_bytes() as usize).unwrap_or(&[])
     }
 
     /// A tensor's values as f32, row-major in [`TensorInfo::shape`].
@@ -439,11 +464,15 @@ impl GgufFile {
         self.get(key).map(|_| self.u64_of(key)).transpose()
     }
 
-    /// An optional number.
+    /// An optional finite number (NaN and infinities are errors, not absent values).
     pub fn f64_opt(&self, key: &str) -> Result<Option<f64>, ModelError> {
         match self.get(key) {
             None => Ok(None),
-            Some(v) => v.as_f64().map(Some).ok_or_else(|| self.wrong(key, v, "a number")),
+            Some(v) => match v.as_f64() {
+                Some(x) if x.is_finite() => Ok(Some(x)),
+                Some(x) => Err(self.error(GgufError::BadValue { key: key.into(), message: format!("{x} is not a finite number") })),
+                None => Err(self.wrong(key, v, "a number")),
+            },
         }
     }
 

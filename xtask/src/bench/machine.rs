@@ -80,6 +80,21 @@ pub fn peak_rss_bytes() -> u64 {
         .unwrap_or(0)
 }
 
+/// A `kB` field of a /proc status or meminfo text, bytes.
+fn kib_field(text: &str, name: &str) -> Option<u64> {
+    text.lines().find(|l| l.starts_with(name)).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok()).map(|kib| kib * 1024)
+}
+
+/// Memory the kernel could give a new process without swapping (MemAvailable), bytes.
+pub fn available_memory_bytes() -> u64 {
+    std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| kib_field(&m, "MemAvailable:")).unwrap_or(0)
+}
+
+/// Resident memory of process `pid` now (VmRSS), bytes; 0 once it is gone.
+pub fn rss_bytes_of(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status")).ok().and_then(|s| kib_field(&s, "VmRSS:")).unwrap_or(0)
+}
+
 /// Memory read bandwidth, bytes/s: the best of `reps` passes of `threads` threads summing
 /// disjoint slices of one `bytes`-sized buffer (far larger than any cache), as u64 words
 /// with four accumulators so the loop is load-bound, not add-bound.
@@ -128,6 +143,8 @@ mod tests {
     #[test]
     fn reads_proc() {
         assert!(peak_rss_bytes() > 0);
+        assert!(rss_bytes_of(std::process::id()) > 0);
+        assert!(available_memory_bytes() > 0);
         assert!(read_bandwidth(1 << 20, 2, 1) > 0.0);
     }
 }

@@ -79,6 +79,29 @@ pub fn presets(quick: bool) -> Vec<Preset> {
     ]
 }
 
+/// A Mixtral-shaped preset: the LLaMA preset's attention, norms and vocabulary, and in place
+/// of its MLP 8 SwiGLU experts of half its width with top-2 routing, so that a token runs
+/// exactly the LLaMA preset's parameters (2 · 3 · hidden · (hidden·11/8) per layer = its
+/// 3 · hidden · (hidden·11/4)) while the weights hold 4x the MLP: decode tokens/s of the two
+/// compare a sparse model with the dense one of the same active parameters (the bench runs
+/// it after [`presets`]; its decode floor counts the k of E experts a step reads).
+pub fn moe_presets(quick: bool) -> Vec<Preset> {
+    let llama = &presets(quick)[0];
+    let mut config = llama.config.clone();
+    let hidden = config["hidden_size"].as_u64().expect("the preset's width") as usize;
+    let extra = json!({
+        "architectures": ["MixtralForCausalLM"],
+        "model_type": "mixtral",
+        "intermediate_size": hidden * 11 / 8,
+        "num_local_experts": 8,
+        "num_experts_per_tok": 2,
+        "router_aux_loss_coef": 0.02,
+        "sliding_window": null,
+    });
+    config.as_object_mut().expect("an object").extend(extra.as_object().expect("an object").clone());
+    vec![Preset { name: if quick { "mixtral-quick" } else { "mixtral-bench" }, config, p: llama.p, vocab: llama.vocab }]
+}
+
 /// The HF directories of one preset.
 #[derive(Debug, Clone)]
 pub struct Prepared {

@@ -520,14 +520,27 @@ impl Report {
 /// Replaces the generated section of `path` (between [`BEGIN`] and [`END`]), appends it if the
 /// file has none, or creates the file.
 pub fn write_section(path: &Path, section: &str) -> anyhow::Result<()> {
+    write_between(path, BEGIN, END, section, None)
+}
+
+/// Replaces the part of `path` between the markers `begin` and `end` with `section` (which
+/// carries the markers itself); without them, inserts it after the line holding `after`
+/// where there is one, else appends it; creates the file if there is none.
+pub fn write_between(path: &Path, begin: &str, end: &str, section: &str, after: Option<&str>) -> anyhow::Result<()> {
     let old = std::fs::read_to_string(path).unwrap_or_default();
-    let new = match (old.find(BEGIN), old.find(END)) {
+    let new = match (old.find(begin), old.find(end)) {
         (Some(b), Some(e)) if e > b => {
-            let rest = old[e + END.len()..].trim_start_matches('\n');
+            let rest = old[e + end.len()..].trim_start_matches('\n');
             format!("{}{}{}{}", &old[..b], section, if rest.is_empty() { "" } else { "\n" }, rest)
         }
         _ if old.is_empty() => format!("# Benchmarks\n\n{section}"),
-        _ => format!("{}\n\n{section}", old.trim_end()),
+        _ => match after.and_then(|a| old.find(a).map(|i| i + a.len())) {
+            Some(i) => {
+                let rest = old[i..].trim_start_matches('\n');
+                format!("{}\n\n{section}{}{}", &old[..i], if rest.is_empty() { "" } else { "\n" }, rest)
+            }
+            None => format!("{}\n\n{section}", old.trim_end()),
+        },
     };
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
@@ -594,6 +607,14 @@ mod tests {
         write_section(&path, &format!("{BEGIN}\nsecond\n{END}\n")).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text, format!("# Benchmarks\n\nhand-written\n\n{BEGIN}\nsecond\n{END}\n\ntail\n"));
+        // A second section goes after the first one's end marker, then is replaced in place,
+        // and rewriting the first keeps it.
+        let (b2, e2) = ("<!-- BEGIN two -->", "<!-- END two -->");
+        write_between(&path, b2, e2, &format!("{b2}\nlong\n{e2}\n"), Some(END)).unwrap();
+        write_between(&path, b2, e2, &format!("{b2}\nlonger\n{e2}\n"), Some(END)).unwrap();
+        write_section(&path, &format!("{BEGIN}\nthird\n{END}\n")).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text, format!("# Benchmarks\n\nhand-written\n\n{BEGIN}\nthird\n{END}\n\n{b2}\nlonger\n{e2}\n\ntail\n"));
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -44,6 +44,79 @@ pub struct InferResult {
     pub versions: String,
 }
 
+/// One long-context configuration (`bench --long`): a prefill of the whole prompt, then
+/// greedy decode steps after it. The torch script (`bench/torch_long.py`) prints the same
+/// fields.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LongResult {
+    /// `clex-rs`, `clex-rs CLEX`, `transformers eager` or `transformers sdpa`.
+    pub engine: String,
+    /// Prompt tokens, all in one prefill.
+    pub context: usize,
+    /// Wall time of the prefill, s (the last row of logits read back).
+    pub prefill_s: f64,
+    /// Wall time of each greedy decode step after it, ms.
+    pub step_ms: Vec<f64>,
+    /// The greedy tokens, in order (the first is the prefill's argmax).
+    pub generated: Vec<u32>,
+    /// Bytes of the KV cache after the last step (ours only).
+    #[serde(default)]
+    pub cache_bytes: Option<u64>,
+    /// Peak resident memory of the process (VmHWM), bytes.
+    pub peak_rss_bytes: u64,
+    /// Parameters.
+    pub params: u64,
+    /// Bytes of weights one decode step must read (see [`InferResult::decode_weight_bytes`]).
+    pub decode_weight_bytes: u64,
+    /// Versions (torch script) or backend (ours).
+    #[serde(default)]
+    pub versions: String,
+}
+
+impl LongResult {
+    /// Prompt tokens per second of the prefill.
+    pub fn prefill_tps(&self) -> f64 {
+        self.context as f64 / self.prefill_s
+    }
+
+    /// Decode tokens per second: 1000 / the median step.
+    pub fn decode_tps(&self) -> f64 {
+        1e3 / median_of(&self.step_ms)
+    }
+}
+
+/// What became of one launched (or refused) long-context configuration.
+#[derive(Debug, Clone)]
+pub enum Outcome<T> {
+    /// It ran.
+    Done(T),
+    /// It did not fit: refused by the memory estimate before launch, stopped by the
+    /// parent's memory watchdog, killed by the kernel or failed to allocate; says which.
+    OutOfMemory(String),
+    /// It failed otherwise (the end of its error output): recorded so that one broken
+    /// configuration does not lose a long run's other results; the command fails at the end.
+    Failed(String),
+}
+
+impl<T> Outcome<T> {
+    /// The result, if it ran.
+    pub fn done(&self) -> Option<&T> {
+        match self {
+            Outcome::Done(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// Why it did not run: ("out of memory" | "failed", the reason); None if it ran.
+    pub fn why_not(&self) -> Option<(&'static str, &str)> {
+        match self {
+            Outcome::Done(_) => None,
+            Outcome::OutOfMemory(why) => Some(("out of memory", why)),
+            Outcome::Failed(why) => Some(("failed", why)),
+        }
+    }
+}
+
 /// What a training worker measured.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TrainResult {

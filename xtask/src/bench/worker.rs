@@ -9,6 +9,11 @@
 //!    then one more timed step from c to c + 1 (for CLEX the t boundary: ceil((c+1)/P) >
 //!    c/P, so every cached key is re-rotated in it).
 //!
+//! The long-context protocol (`--task long`, `long-pair`), mirrored by `bench/torch_long.py`:
+//! the same warm-up; then one fresh session, a prefill of the first `--contexts` ids (one
+//! context, all in one call: the session chunks it as it does for any caller), timed; then
+//! `--steps` greedy decode steps (argmax of the last logits fed back), each timed.
+//!
 //! Every forward runs through a [`Session`] and reads its last row of logits back to the
 //! host, as generation must.
 
@@ -29,7 +34,7 @@ use clex_train::step::{ClexLm, StepSettings};
 use serde::Serialize;
 
 use super::machine::peak_rss_bytes;
-use super::results::{DecodePoint, InferResult, TrainResult, median_of};
+use super::results::{DecodePoint, InferResult, LongResult, TrainResult, median_of};
 
 /// What one worker process measures.
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +47,11 @@ pub enum Task {
     Train,
     /// Training steps of `--model` and its CLEX twin, in lockstep.
     TrainPair,
+    /// The long-context protocol on `--model` at one context.
+    Long,
+    /// The long-context protocol on `--model` and its fresh-CLEX twin (T_max
+    /// `--clex-factor`), in lockstep.
+    LongPair,
 }
 
 impl Task {
@@ -88,6 +98,15 @@ pub struct WorkerArgs {
     /// Training: untimed steps first.
     #[arg(long, default_value_t = 1)]
     pub warmup: usize,
+    /// long-pair: T_max of the fresh CLEX layer the twin gets (P stays the model's).
+    #[arg(long, default_value_t = 8)]
+    pub clex_factor: usize,
+    /// long-pair: run the CLEX twin first (the parent flips it on odd runs).
+    #[arg(long)]
+    pub flip: bool,
+    /// long: the weights' dtype (f32, f16 or bf16).
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
 }
 
 /// Prints the result line the parent looks for.
@@ -104,6 +123,8 @@ pub fn run(args: WorkerArgs) -> anyhow::Result<()> {
         Task::Pair => emit(&pair(&args, &ids)?),
         Task::TrainPair => emit(&train_pair(&args, &ids)?),
         Task::Train => emit(&train(&args, &ids)?),
+        Task::Long => emit(&long(&args, &ids)?),
+        Task::LongPair => emit(&long_pair(&args, &ids)?),
     }
 }
 
@@ -131,7 +152,11 @@ fn timed(session: &mut Session<'_, Inference>, ids: &[u32]) -> anyhow::Result<f6
 
 /// The model at `path` on `device`, f32.
 fn load<B: Backend>(path: &std::path::Path, device: &B::Device) -> anyhow::Result<CausalLm<B>> {
-    Ok(ModelSource::open(path)?.load::<B>(device, DType::F32)?)
+    load_as::<B>(path, device, DType::F32)
+}
+
+fn load_as<B: Backend>(path: &std::path::Path, device: &B::Device, dtype: DType) -> anyhow::Result<CausalLm<B>> {
+    Ok(ModelSource::open(path)?.load::<B>(device, dtype)?)
 }
 
 fn check_ids(args: &WorkerArgs, ids: &[u32]) -> anyhow::Result<()> {
@@ -166,6 +191,12 @@ fn result(
     let embed = cfg.vocab_size * cfg.hidden_size;
     let params = model.num_params();
     let read = if cfg.tie_word_embeddings { params } else { params - embed + cfg.hidden_size };
+    // A mixture of experts reads only the experts its token chose: k of E per layer.
+    let unread = cfg
+        .moe
+        .as_ref()
+        .map_or(0, |m| (m.num_experts - m.experts_per_token) * 3 * cfg.hidden_size * cfg.intermediate_size * cfg.num_layers);
+    let read = read - unread;
     InferResult {
         engine: engine.into(),
         prefill_tokens,
@@ -273,6 +304,121 @@ fn clex_twin<B: Backend>(plain: &CausalLm<B>, other: &std::path::Path) -> anyhow
         bail!("{} is not a CLEX model", other.display())
     };
     Ok(clex_models::attach_fresh_clex(plain.clone(), params)?)
+}
+
+/// The one context of a long-context task, checked against the ids.
+fn long_context(args: &WorkerArgs, ids: &[u32]) -> anyhow::Result<usize> {
+    let &[context] = args.contexts.as_slice() else { bail!("--task long and long-pair take one --contexts value") };
+    if ids.len() < context.max(18) {
+        bail!("{} holds {} ids, a prefill of {context} needs that many", args.ids.display(), ids.len());
+    }
+    Ok(context)
+}
+
+/// The index of the largest logit (the first of equals), as the greedy token.
+fn argmax(logits: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &x) in logits.iter().enumerate() {
+        if x > logits[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+/// A model part-way through the long-context protocol: its session, the next greedy
+/// token and what was timed so far.
+struct LongRun<'m> {
+    session: Session<'m, Inference>,
+    next: u32,
+    prefill_s: f64,
+    step_ms: Vec<f64>,
+    generated: Vec<u32>,
+}
+
+impl<'m> LongRun<'m> {
+    /// A fresh session and the timed prefill of `prompt`.
+    fn prefill(model: &'m CausalLm<Inference>, prompt: &[u32]) -> anyhow::Result<Self> {
+        let mut session = session(model);
+        let start = Instant::now();
+        let logits = session.prefill(prompt)?;
+        let prefill_s = start.elapsed().as_secs_f64();
+        let next = argmax(&logits);
+        Ok(LongRun { session, next, prefill_s, step_ms: Vec::new(), generated: Vec::new() })
+    }
+
+    /// One greedy step, timed (the argmax is not).
+    fn step(&mut self) -> anyhow::Result<()> {
+        let start = Instant::now();
+        let logits = std::hint::black_box(self.session.step(self.next)?);
+        self.step_ms.push(ms(start));
+        self.generated.push(self.next);
+        self.next = argmax(&logits);
+        Ok(())
+    }
+
+    fn result(self, engine: &str, model: &CausalLm<Inference>, context: usize) -> LongResult {
+        let r = result(engine, model, context, vec![self.prefill_s], Vec::new(), self.session.cache().memory_bytes());
+        LongResult {
+            engine: engine.into(),
+            context,
+            prefill_s: self.prefill_s,
+            step_ms: self.step_ms,
+            generated: self.generated,
+            cache_bytes: r.cache_bytes,
+            peak_rss_bytes: r.peak_rss_bytes,
+            params: r.params,
+            decode_weight_bytes: r.decode_weight_bytes,
+            versions: r.versions,
+        }
+    }
+}
+
+fn long(args: &WorkerArgs, ids: &[u32]) -> anyhow::Result<LongResult> {
+    let context = long_context(args, ids)?;
+    let dtype = match args.dtype.as_str() {
+        "f32" => DType::F32,
+        "f16" => DType::F16,
+        "bf16" => DType::BF16,
+        other => anyhow::bail!("--dtype {other}: accepted values: f32, f16, bf16"),
+    };
+    let model = load_as::<Inference>(&args.model, &backend::device(None), dtype)?;
+    warm_up(&model, ids)?;
+    let mut run = LongRun::prefill(&model, &ids[..context])?;
+    for _ in 0..args.steps {
+        run.step()?;
+    }
+    Ok(run.result("clex-rs", &model, context))
+}
+
+/// `--model` (plain RoPE) and the same weight tensors with a fresh CLEX layer (T_max
+/// `--clex-factor`, P the model's: what `--rope-scaling clex` gives), through the
+/// long-context protocol in lockstep: the two prefills back to back, then step by step in
+/// alternating order. Returns [plain, CLEX].
+fn long_pair(args: &WorkerArgs, ids: &[u32]) -> anyhow::Result<[LongResult; 2]> {
+    let context = long_context(args, ids)?;
+    let plain = load::<Inference>(&args.model, &backend::device(None))?;
+    let clex = clex_models::attach_fresh_clex(plain.clone(), clex_core::ClexParams::fresh(args.clex_factor))?;
+    let models = [plain, clex];
+    for m in &models {
+        warm_up(m, ids)?;
+    }
+    let order = |flip: bool| if flip { [1, 0] } else { [0, 1] };
+    let mut runs: [Option<LongRun<'_>>; 2] = [None, None];
+    for k in order(args.flip) {
+        runs[k] = Some(LongRun::prefill(&models[k], &ids[..context])?);
+    }
+    let [Some(mut a), Some(mut b)] = runs else { unreachable!("both prefilled") };
+    for i in 0..args.steps {
+        if (i % 2 == 1) != args.flip {
+            b.step()?;
+            a.step()?;
+        } else {
+            a.step()?;
+            b.step()?;
+        }
+    }
+    Ok([a.result("clex-rs", &models[0], context), b.result("clex-rs CLEX", &models[1], context)])
 }
 
 /// One model under training: the step of clex-train (forward, loss, backward) and AdamW.

@@ -1,0 +1,523 @@
+//! burn-flex's attention kernel and in-place KV-cache write.
+//!
+//! The kernel reads queries, keys and values where they lie (the keys and values usually a
+//! prefix view of a preallocated cache, `[batch, capacity, kv_heads, d]`), so a decode step
+//! reads the cache once and copies none of it. Work is split into tasks of one batch row,
+//! one KV head and a block of query positions; the query rows of a task are every head of
+//! the group at every position of the block, so grouped heads share each key and value read
+//! (no repeated KV). When there are fewer tasks than threads can use (decoding), each task's
+//! keys are split into ranges whose partial softmax results are merged after (as
+//! flash-decoding does). Scores, softmax and the value accumulation run in f32 for every
+//! storage dtype; tiles of keys and values are converted into f32 scratch as they are read.
+//! Large blocks multiply through the `gemm` crate (burn-flex's own GEMM), small ones (a
+//! decode step's few rows) through dot products compiled for AVX2 where the CPU has it.
+
+use burn::tensor::{DType, Element, bf16, f16};
+use burn_flex::{FlexTensor, Layout};
+use half::slice::HalfFloatSliceExt;
+use rayon::prelude::*;
+
+use super::KeyMask;
+
+/// Keys per tile: a tile of keys and one of values (64 × 128 × 4 bytes each at d = 128)
+/// stay in L1/L2 while every query row of the task reads them.
+const TILE: usize = 64;
+/// Query positions per task in a prefill: rows = positions × grouped heads.
+const QUERY_BLOCK: usize = 32;
+/// Fewest keys one split of a task covers (below this, merging costs more than it saves).
+const MIN_SPLIT: usize = 512;
+/// Rows from which the products go through GEMM rather than dot products.
+const GEMM_ROWS: usize = 8;
+
+/// Storage types the kernel reads and writes; computation is in f32.
+trait Elem: Element + bytemuck::Pod + Send + Sync {
+    fn load(self) -> f32;
+    fn store(x: f32) -> Self;
+    /// `dst = src` in f32: a copy, or half's slice conversion (F16C where the CPU has it),
+    /// where element-wise conversion would be a call per element.
+    fn load_slice(src: &[Self], dst: &mut [f32]);
+}
+
+impl Elem for f32 {
+    #[inline(always)]
+    fn load(self) -> f32 {
+        self
+    }
+    #[inline(always)]
+    fn store(x: f32) -> Self {
+        x
+    }
+    #[inline(always)]
+    fn load_slice(src: &[Self], dst: &mut [f32]) {
+        dst.copy_from_slice(src);
+    }
+}
+
+impl Elem for f16 {
+    #[inline(always)]
+    fn load(self) -> f32 {
+        f16::to_f32(self)
+    }
+    #[inline(always)]
+    fn store(x: f32) -> Self {
+        f16::from_f32(x)
+    }
+    #[inline(always)]
+    fn load_slice(src: &[Self], dst: &mut [f32]) {
+        src.convert_to_f32_slice(dst);
+    }
+}
+
+impl Elem for bf16 {
+    #[inline(always)]
+    fn load(self) -> f32 {
+        bf16::to_f32(self)
+    }
+    #[inline(always)]
+    fn store(x: f32) -> Self {
+        bf16::from_f32(x)
+    }
+    #[inline(always)]
+    fn load_slice(src: &[Self], dst: &mut [f32]) {
+        src.convert_to_f32_slice(dst);
+    }
+}
+
+/// A rank-4 tensor's storage and element strides; the last dim must be contiguous.
+struct View<'a, E> {
+    data: &'a [E],
+    offset: usize,
+    strides: [usize; 3],
+    dims: [usize; 4],
+}
+
+impl<'a, E: Elem> View<'a, E> {
+    /// `None` when the layout has a non-unit last stride or negative strides.
+    fn new(t: &'a FlexTensor) -> Option<Self> {
+        let layout: &Layout = t.layout();
+        let s = layout.strides();
+        let shape = layout.shape();
+        if s.len() != 4 || s[3] != 1 || s.iter().any(|&x| x < 0) {
+            return None;
+        }
+        Some(View {
+            data: t.storage::<E>(),
+            offset: layout.start_offset(),
+            strides: [s[0] as usize, s[1] as usize, s[2] as usize],
+            dims: [shape[0], shape[1], shape[2], shape[3]],
+        })
+    }
+
+    /// The `d` elements at `[b, i, h, ..]`.
+    #[inline(always)]
+    fn row(&self, b: usize, i: usize, h: usize) -> &'a [E] {
+        let at = self.offset + b * self.strides[0] + i * self.strides[1] + h * self.strides[2];
+        &self.data[at..at + self.dims[3]]
+    }
+}
+
+/// One task: batch row `b`, KV head `g`, query positions `q0..q1`, keys `k0..k1`.
+#[derive(Debug, Clone, Copy)]
+struct Task {
+    b: usize,
+    g: usize,
+    q0: usize,
+    q1: usize,
+    k0: usize,
+    k1: usize,
+}
+
+/// A task's unnormalised result: per row the running max, the sum of exponentials and the
+/// weighted value sum `[rows, d]`.
+struct Partial {
+    max: Vec<f32>,
+    sum: Vec<f32>,
+    acc: Vec<f32>,
+}
+
+/// The kernel; `None` when a dtype or layout is not one it reads (the caller falls back to
+/// burn's op).
+///
+/// # Shapes
+/// - `q`: `[batch, seq, heads, d]`; `k`, `v`: `[batch, n, kv_heads, d]`
+/// - returns `[batch, seq, heads, d]`, contiguous
+pub(crate) fn attention(q: &FlexTensor, k: &FlexTensor, v: &FlexTensor, mask: &KeyMask) -> Option<FlexTensor> {
+    if q.dtype() != k.dtype() || q.dtype() != v.dtype() {
+        return None;
+    }
+    match q.dtype() {
+        DType::F32 => run::<f32>(q, k, v, mask),
+        DType::F16 => run::<f16>(q, k, v, mask),
+        DType::BF16 => run::<bf16>(q, k, v, mask),
+        _ => None,
+    }
+}
+
+fn run<E: Elem>(q: &FlexTensor, k: &FlexTensor, v: &FlexTensor, mask: &KeyMask) -> Option<FlexTensor> {
+    let (qv, kv, vv) = (View::<E>::new(q)?, View::<E>::new(k)?, View::<E>::new(v)?);
+    let [batch, seq, heads, d] = qv.dims;
+    let [kb, n, kv_heads, kd] = kv.dims;
+    if kb != batch || kd != d || vv.dims != kv.dims || kv_heads == 0 || heads % kv_heads != 0 || n < seq {
+        return None;
+    }
+    let rep = heads / kv_heads;
+    let past = n - seq;
+    let scale = 1.0 / (d as f32).sqrt();
+
+    // Tasks: (row, KV head, query block), each over the keys its block may see.
+    let mut tasks = Vec::new();
+    for b in 0..batch {
+        let first = mask.pad(b).min(n);
+        for g in 0..kv_heads {
+            for q0 in (0..seq).step_by(QUERY_BLOCK) {
+                let q1 = (q0 + QUERY_BLOCK).min(seq);
+                let k1 = if mask.causal { past + q1 } else { n };
+                // The block's first query sees the oldest keys any of its rows may see.
+                let k0 = match mask.window {
+                    Some(w) => first.max((past + q0 + 1).saturating_sub(w)),
+                    None => first,
+                };
+                tasks.push(Task { b, g, q0, q1, k0: k0.min(k1), k1 });
+            }
+        }
+    }
+    if tasks.is_empty() {
+        return None; // an empty batch: burn's op returns the empty tensor
+    }
+    // Too few tasks for the threads (a decode step): split each one's keys.
+    let threads = rayon::current_num_threads().max(1);
+    let splits = if tasks.len() >= 2 * threads { 1 } else { (2 * threads).div_ceil(tasks.len()).min(n / MIN_SPLIT).max(1) };
+    let work: Vec<Task> = tasks
+        .iter()
+        .flat_map(|t| {
+            let len = t.k1 - t.k0;
+            (0..splits).map(move |i| Task { k0: t.k0 + len * i / splits, k1: t.k0 + len * (i + 1) / splits, ..*t })
+        })
+        .collect();
+    let ctx = Ctx { q: &qv, k: &kv, v: &vv, rep, past, scale, causal: mask.causal, window: mask.window };
+    let partials: Vec<Partial> = work.par_iter().map(|t| ctx.task(t)).collect();
+
+    let mut out = vec![E::store(0.0); batch * seq * heads * d];
+    for (t, parts) in tasks.iter().zip(partials.chunks(splits)) {
+        let rows = (t.q1 - t.q0) * rep;
+        for r in 0..rows {
+            let m = parts.iter().map(|p| p.max[r]).fold(f32::NEG_INFINITY, f32::max);
+            let (i, h) = (t.q0 + r / rep, t.g * rep + r % rep);
+            let dst = &mut out[((t.b * seq + i) * heads + h) * d..][..d];
+            if m == f32::NEG_INFINITY {
+                continue; // every key masked: zeros, as burn's op gives
+            }
+            let mut sum = 0.0;
+            let mut acc = vec![0.0f32; d];
+            for p in parts {
+                if p.max[r] == f32::NEG_INFINITY {
+                    continue;
+                }
+                let c = (p.max[r] - m).exp();
+                sum += p.sum[r] * c;
+                for (a, x) in acc.iter_mut().zip(&p.acc[r * d..(r + 1) * d]) {
+                    *a += x * c;
+                }
+            }
+            for (o, a) in dst.iter_mut().zip(acc) {
+                *o = E::store(a / sum);
+            }
+        }
+    }
+    Some(FlexTensor::new(
+        burn::tensor::Bytes::from_elems(out),
+        Layout::contiguous(burn::tensor::Shape::new([batch, seq, heads, d])),
+        E::dtype(),
+    ))
+}
+
+/// What every task reads.
+struct Ctx<'a, 'b, E> {
+    q: &'b View<'a, E>,
+    k: &'b View<'a, E>,
+    v: &'b View<'a, E>,
+    rep: usize,
+    past: usize,
+    scale: f32,
+    causal: bool,
+    window: Option<usize>,
+}
+
+impl<E: Elem> Ctx<'_, '_, E> {
+    fn task(&self, t: &Task) -> Partial {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU has the features the function is compiled for.
+            return unsafe { self.task_avx2(t) };
+        }
+        self.task_body(t)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn task_avx2(&self, t: &Task) -> Partial {
+        self.task_body(t)
+    }
+
+    /// Online softmax over the task's keys, tile by tile.
+    #[inline(always)]
+    fn task_body(&self, t: &Task) -> Partial {
+        let d = self.q.dims[3];
+        let rows = (t.q1 - t.q0) * self.rep;
+        // Query rows (position-major: row r is position q0 + r / rep, head g·rep + r % rep),
+        // pre-scaled by 1/√d.
+        let mut q = vec![0.0f32; rows * d];
+        for r in 0..rows {
+            let src = self.q.row(t.b, t.q0 + r / self.rep, t.g * self.rep + r % self.rep);
+            for (x, s) in q[r * d..(r + 1) * d].iter_mut().zip(src) {
+                *x = s.load() * self.scale;
+            }
+        }
+        let mut part = Partial { max: vec![f32::NEG_INFINITY; rows], sum: vec![0.0; rows], acc: vec![0.0; rows * d] };
+        let mut kt = vec![0.0f32; TILE * d];
+        let mut vt = vec![0.0f32; TILE * d];
+        let mut scores = vec![0.0f32; rows * TILE];
+        let mut j0 = t.k0;
+        while j0 < t.k1 {
+            let len = TILE.min(t.k1 - j0);
+            for j in 0..len {
+                E::load_slice(self.k.row(t.b, j0 + j, t.g), &mut kt[j * d..(j + 1) * d]);
+                E::load_slice(self.v.row(t.b, j0 + j, t.g), &mut vt[j * d..(j + 1) * d]);
+            }
+            let s = &mut scores[..rows * len];
+            if rows >= GEMM_ROWS {
+                // s[rows, len] = q[rows, d] · kt[len, d]ᵀ
+                // SAFETY: the pointers cover the stated dims and strides.
+                unsafe {
+                    gemm::gemm(
+                        rows,
+                        len,
+                        d,
+                        s.as_mut_ptr(),
+                        1,
+                        len as isize,
+                        false,
+                        q.as_ptr(),
+                        1,
+                        d as isize,
+                        kt.as_ptr(),
+                        d as isize,
+                        1,
+                        0.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    );
+                }
+            } else {
+                for r in 0..rows {
+                    let qr = &q[r * d..(r + 1) * d];
+                    for j in 0..len {
+                        s[r * len + j] = dot(qr, &kt[j * d..(j + 1) * d]);
+                    }
+                }
+            }
+            for r in 0..rows {
+                let pos = self.past + t.q0 + r / self.rep;
+                // The row sees tile keys lo..hi: none past its own position (causal), none
+                // older than its window.
+                let hi = if self.causal { (pos + 1).saturating_sub(j0).min(len) } else { len };
+                let lo = self.window.map_or(0, |w| (pos + 1).saturating_sub(w).saturating_sub(j0)).min(hi);
+                let row = &mut s[r * len..(r + 1) * len];
+                if lo == hi {
+                    row.fill(0.0);
+                    continue;
+                }
+                let m = part.max[r].max(max_of(&row[lo..hi]));
+                for x in row[lo..hi].iter_mut() {
+                    *x = exp_nonpositive(*x - m);
+                }
+                let sum = sum_of(&row[lo..hi]);
+                row[..lo].fill(0.0);
+                row[hi..].fill(0.0);
+                let c = (part.max[r] - m).exp(); // 0 on the first visible tile
+                if c != 1.0 {
+                    for a in part.acc[r * d..(r + 1) * d].iter_mut() {
+                        *a *= c;
+                    }
+                }
+                part.sum[r] = part.sum[r] * c + sum;
+                part.max[r] = m;
+            }
+            if rows >= GEMM_ROWS {
+                // acc[rows, d] += s[rows, len] · vt[len, d]
+                // SAFETY: the pointers cover the stated dims and strides.
+                unsafe {
+                    gemm::gemm(
+                        rows,
+                        d,
+                        len,
+                        part.acc.as_mut_ptr(),
+                        1,
+                        d as isize,
+                        true,
+                        s.as_ptr(),
+                        1,
+                        len as isize,
+                        vt.as_ptr(),
+                        1,
+                        d as isize,
+                        1.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    );
+                }
+            } else {
+                for r in 0..rows {
+                    let acc = &mut part.acc[r * d..(r + 1) * d];
+                    for j in 0..len {
+                        let p = s[r * len + j];
+                        if p != 0.0 {
+                            axpy(acc, p, &vt[j * d..(j + 1) * d]);
+                        }
+                    }
+                }
+            }
+            j0 += len;
+        }
+        part
+    }
+}
+
+/// eˣ for x ≤ 0 (scores minus their running max), in straight-line arithmetic the compiler
+/// vectorises, where libm's `expf` is a call per element (a long prefill's softmax spent
+/// as long in `expf` as in its two GEMMs). Cephes' `expf` reduction and polynomial: within
+/// 2 ulp of `f32::exp` above −87.3, 0 below (where eˣ < 2⁻¹²⁶ is negligible next to the
+/// row's maximum term, 1).
+#[inline(always)]
+#[allow(clippy::excessive_precision)] // the coefficients as Cephes publishes them
+fn exp_nonpositive(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    let under = x < -87.3;
+    let x = x.max(-87.3);
+    let n = (x * LOG2E).round_ties_even();
+    let r = x - n * LN2_HI - n * LN2_LO;
+    let mut p = 1.987_569_2e-4f32;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 1.666_666_5e-1;
+    p = p * r + 5.000_000_1e-1;
+    let y = p * r * r + r + 1.0;
+    // 2ⁿ from its exponent bits (n ≥ −126 after the clamp).
+    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    if under { 0.0 } else { y * scale }
+}
+
+/// The largest element, over eight lanes (vectorised by the compiler).
+#[inline(always)]
+fn max_of(x: &[f32]) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; 8];
+    let (chunks, rest) = x.as_chunks::<8>();
+    for c in chunks {
+        for l in 0..8 {
+            lanes[l] = if c[l] > lanes[l] { c[l] } else { lanes[l] };
+        }
+    }
+    rest.iter().chain(&lanes).fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m })
+}
+
+/// Σ xᵢ over eight lanes (vectorised by the compiler).
+#[inline(always)]
+fn sum_of(x: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    let (chunks, rest) = x.as_chunks::<8>();
+    for c in chunks {
+        for l in 0..8 {
+            lanes[l] += c[l];
+        }
+    }
+    lanes.iter().chain(rest).sum()
+}
+
+/// Σ aᵢbᵢ with eight independent partial sums (vectorised by the compiler).
+#[inline(always)]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let (ac, ar) = a.as_chunks::<8>();
+    let (bc, br) = b.as_chunks::<8>();
+    for (x, y) in ac.iter().zip(bc) {
+        for l in 0..8 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    let mut s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    for (x, y) in ar.iter().zip(br) {
+        s += x * y;
+    }
+    s
+}
+
+/// acc += p·x.
+#[inline(always)]
+fn axpy(acc: &mut [f32], p: f32, x: &[f32]) {
+    for (a, v) in acc.iter_mut().zip(x) {
+        *a += p * v;
+    }
+}
+
+/// Writes `new` `[batch, seq, kv_heads, d]` into `cache` `[batch, capacity, kv_heads, d]` at
+/// position `at`, in place; gives the cache back untouched (`Err`) when it is shared, not
+/// contiguous from offset 0, or of another dtype, for the caller's copying fallback.
+pub(crate) fn kv_write(mut cache: FlexTensor, new: &FlexTensor, at: usize) -> Result<FlexTensor, FlexTensor> {
+    let ok = cache.dtype() == new.dtype() && cache.layout().is_contiguous() && cache.layout().start_offset() == 0;
+    let wrote = ok
+        && match cache.dtype() {
+            DType::F32 => write_rows::<f32>(&mut cache, new, at),
+            DType::F16 => write_rows::<f16>(&mut cache, new, at),
+            DType::BF16 => write_rows::<bf16>(&mut cache, new, at),
+            _ => false,
+        };
+    if wrote { Ok(cache) } else { Err(cache) }
+}
+
+fn write_rows<E: Elem>(cache: &mut FlexTensor, new: &FlexTensor, at: usize) -> bool {
+    let cs = cache.layout().shape().clone();
+    let (batch, cap, width) = (cs[0], cs[1], cs[2] * cs[3]);
+    let new = new.to_contiguous();
+    let ns = new.layout().shape();
+    if ns[0] != batch || ns[2] * ns[3] != width || at + ns[1] > cap {
+        return false;
+    }
+    let seq = ns[1];
+    let src: &[E] = new.storage();
+    let Some(dst) = cache.try_storage_mut::<E>() else { return false };
+    for b in 0..batch {
+        dst[(b * cap + at) * width..][..seq * width].copy_from_slice(&src[b * seq * width..][..seq * width]);
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::exp_nonpositive;
+
+    #[test]
+    fn exp_is_within_two_ulp_of_libm_on_the_softmax_range() {
+        let mut worst = 0.0f32;
+        for i in 0..=200_000 {
+            let x = -88.0 * i as f32 / 200_000.0;
+            let (got, want) = (exp_nonpositive(x), x.exp());
+            if x < -87.3 {
+                assert_eq!(got, 0.0);
+                continue;
+            }
+            let ulp = (want.to_bits() as i64 - got.to_bits() as i64).abs() as f32;
+            worst = worst.max(ulp);
+        }
+        assert!(worst <= 2.0, "{worst} ulp");
+        assert_eq!(exp_nonpositive(0.0), 1.0);
+    }
+}
