@@ -279,52 +279,6 @@ fn half_precision_models_decode() {
     }
 }
 
-/// Decode speed of a Mixtral-shaped model (8 experts of half the dense width, top-2) against
-/// the dense LLaMA with the same active parameters (the `cargo xtask bench` quick presets'
-/// shapes: width 256, 4 layers, 4 heads, vocab 8192, P 64): tokens/s of 32 steps after a
-/// 64-token prefill, the two models alternating over 7 rounds (median), and the expert
-/// forwards per step. A timing, so not run by default:
-/// `cargo test -p clex-models --test arch_models moe_decode -- --ignored --nocapture`.
-#[test]
-#[ignore]
-fn moe_decode_speed_against_dense_with_equal_active_parameters() {
-    let dense = serde_json::json!({"model_type": "llama", "vocab_size": 8192, "hidden_size": 256, "intermediate_size": 704,
-        "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 4, "max_position_embeddings": 64});
-    let mut moe = dense.clone();
-    moe["model_type"] = "mixtral".into();
-    moe["intermediate_size"] = 352.into();
-    moe["num_local_experts"] = 8.into();
-    moe["num_experts_per_tok"] = 2.into();
-    let tokens: Vec<f32> = (0..96).map(|i| ((i * 7919 + 13) % 8192) as f32).collect();
-    let models: Vec<(&str, CausalLm<B>)> = [("dense", dense), ("mixtral 8x top-2", moe)]
-        .into_iter()
-        .map(|(name, raw)| (name, init_model::<B>(ModelConfig::from_json(raw, Path::new(name)).unwrap(), &Default::default(), 3)))
-        .collect();
-    let mut rates = vec![Vec::new(); models.len()];
-    let mut per_step = vec![0.0; models.len()];
-    for _round in 0..7 {
-        for (m, (_, model)) in models.iter().enumerate() {
-            let mut cache = model.new_cache(CachePolicy::Reference);
-            model.forward_with(ids(&tokens[..64]), Some(&mut cache), &ForwardOptions::default()).unwrap();
-            let (before, t0) = (expert_forwards(), std::time::Instant::now());
-            for i in 64..96 {
-                let out = model.forward_with(ids(&tokens[i..=i]), Some(&mut cache), &ForwardOptions::default()).unwrap();
-                let _ = values(out.logits);
-            }
-            rates[m].push(32.0 / t0.elapsed().as_secs_f64());
-            per_step[m] = (expert_forwards() - before) as f64 / 32.0;
-        }
-    }
-    for (m, (name, model)) in models.iter().enumerate() {
-        rates[m].sort_by(f64::total_cmp);
-        let params: usize = burn::module::Module::num_params(model);
-        eprintln!(
-            "{name}: {params} parameters; decode {:.1} tokens/s (median of 7; range {:.1}..{:.1}); {:.1} expert forwards per step",
-            rates[m][3], rates[m][0], rates[m][6], per_step[m]
-        );
-    }
-}
-
 /// Every rope kind on the plain-RoPE Phi-2 and Mixtral (`--rope-scaling`): `none` is the
 /// model itself; linear, dynamic, YaRN and a fresh CLEX layer (CLEX over Phi-2's 8 rotary
 /// dims) load, run past P and differ from plain RoPE there.

@@ -53,35 +53,28 @@ impl Elem for f32 {
     }
 }
 
-impl Elem for f16 {
-    #[inline(always)]
-    fn load(self) -> f32 {
-        f16::to_f32(self)
-    }
-    #[inline(always)]
-    fn store(x: f32) -> Self {
-        f16::from_f32(x)
-    }
-    #[inline(always)]
-    fn load_slice(src: &[Self], dst: &mut [f32]) {
-        src.convert_to_f32_slice(dst);
-    }
+/// The half types: scalar conversions, and half's slice conversion for rows.
+macro_rules! half_elem {
+    ($t:ty) => {
+        impl Elem for $t {
+            #[inline(always)]
+            fn load(self) -> f32 {
+                <$t>::to_f32(self)
+            }
+            #[inline(always)]
+            fn store(x: f32) -> Self {
+                <$t>::from_f32(x)
+            }
+            #[inline(always)]
+            fn load_slice(src: &[Self], dst: &mut [f32]) {
+                src.convert_to_f32_slice(dst);
+            }
+        }
+    };
 }
 
-impl Elem for bf16 {
-    #[inline(always)]
-    fn load(self) -> f32 {
-        bf16::to_f32(self)
-    }
-    #[inline(always)]
-    fn store(x: f32) -> Self {
-        bf16::from_f32(x)
-    }
-    #[inline(always)]
-    fn load_slice(src: &[Self], dst: &mut [f32]) {
-        src.convert_to_f32_slice(dst);
-    }
-}
+half_elem!(f16);
+half_elem!(bf16);
 
 /// A rank-4 tensor's storage and element strides; the last dim must be contiguous.
 struct View<'a, E> {

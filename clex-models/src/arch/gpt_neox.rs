@@ -15,7 +15,7 @@ use super::{ArchSettings, HfArch, HfCommon, HostTensorsAt, WeightsAt, host_value
 use crate::attention::Attention;
 use crate::config::{Architecture, ModelConfig};
 use crate::error::ModelError;
-use crate::layers::{Mlp, Norm, PlainMlp};
+use crate::layers::{Mlp, Norm};
 
 fn default_ln_eps() -> f64 {
     1e-5
@@ -125,18 +125,12 @@ impl HfArch for GptNeox {
         out.linear(DENSE, &a.o_proj);
     }
 
-    fn mlp<B: Backend>(mut w: WeightsAt<'_, B>, cfg: &ModelConfig) -> Result<Mlp<B>, ModelError> {
-        let (h, i, mb) = (cfg.hidden_size, cfg.intermediate_size, cfg.mlp_bias);
-        let [up, down] = MLP_LINEARS;
-        Ok(Mlp::Plain(PlainMlp { dense_h_to_4h: w.linear(up, h, i, mb)?, dense_4h_to_h: w.linear(down, i, h, mb)? }))
+    fn mlp<B: Backend>(w: WeightsAt<'_, B>, cfg: &ModelConfig) -> Result<Mlp<B>, ModelError> {
+        super::plain_mlp(w, cfg, MLP_LINEARS)
     }
 
-    fn save_mlp<B: Backend>(m: &Mlp<B>, mut out: HostTensorsAt<'_>) {
-        if let Mlp::Plain(m) = m {
-            for (name, l) in MLP_LINEARS.iter().zip([&m.dense_h_to_4h, &m.dense_4h_to_h]) {
-                out.linear(name, l);
-            }
-        }
+    fn save_mlp<B: Backend>(m: &Mlp<B>, out: HostTensorsAt<'_>) {
+        super::save_plain_mlp(m, out, MLP_LINEARS);
     }
 
     fn norm<B: Backend>(w: &mut WeightsAt<'_, B>, name: &str, cfg: &ModelConfig) -> Result<Norm<B>, ModelError> {

@@ -93,18 +93,12 @@ impl HfArch for Llama {
     const BASE: &'static str = "model";
     const HEAD_STORED_WHEN_TIED: bool = true;
 
-    fn attention<B: Backend>(mut w: WeightsAt<'_, B>, cfg: &ModelConfig) -> Result<Attention<B>, ModelError> {
-        let (h, ab) = (cfg.hidden_size, cfg.attention_bias);
-        let (q_out, kv_out) = (cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim);
-        let [q, k, v, o] = ATTENTION_LINEARS;
-        let linears = [w.linear(q, h, q_out, ab)?, w.linear(k, h, kv_out, ab)?, w.linear(v, h, kv_out, ab)?, w.linear(o, q_out, h, ab)?];
-        Ok(super::attention(linears, cfg))
+    fn attention<B: Backend>(w: WeightsAt<'_, B>, cfg: &ModelConfig) -> Result<Attention<B>, ModelError> {
+        super::separate_attention(w, cfg, ATTENTION_LINEARS)
     }
 
-    fn save_attention<B: Backend>(a: &Attention<B>, mut out: HostTensorsAt<'_>, _cfg: &ModelConfig) {
-        for (name, l) in ATTENTION_LINEARS.iter().zip([&a.q_proj, &a.k_proj, &a.v_proj, &a.o_proj]) {
-            out.linear(name, l);
-        }
+    fn save_attention<B: Backend>(a: &Attention<B>, out: HostTensorsAt<'_>, _cfg: &ModelConfig) {
+        super::save_separate_attention(a, out, ATTENTION_LINEARS);
     }
 
     fn mlp<B: Backend>(mut w: WeightsAt<'_, B>, cfg: &ModelConfig) -> Result<Mlp<B>, ModelError> {

@@ -22,7 +22,7 @@ use serde_json::Value;
 use crate::attention::Attention;
 use crate::config::{Activation, Architecture, ModelConfig, MoeConfig, TokenIds};
 use crate::error::ModelError;
-use crate::layers::{Block, Mlp, Norm};
+use crate::layers::{Block, Mlp, Norm, PlainMlp};
 use crate::model::CausalLm;
 use crate::weights::{HostTensor, Weights, in_out_weight};
 
@@ -233,6 +233,43 @@ const CLEX_LAYER: &str = "clex_layer";
 /// an [`Attention`] is assembled.
 pub(crate) fn attention<B: Backend>([q_proj, k_proj, v_proj, o_proj]: [Linear<B>; 4], cfg: &ModelConfig) -> Attention<B> {
     Attention { q_proj, k_proj, v_proj, o_proj, num_heads: cfg.num_heads, num_kv_heads: cfg.num_kv_heads, head_dim: cfg.head_dim }
+}
+
+/// q, k, v and the output projection as four separate HF linears called `names` (LLaMA's and
+/// Mixtral's `q_proj`..`o_proj`, Phi's `q_proj`..`dense`), biased when `attention_bias`.
+pub(crate) fn separate_attention<B: Backend>(
+    mut w: WeightsAt<'_, B>,
+    cfg: &ModelConfig,
+    names: [&str; 4],
+) -> Result<Attention<B>, ModelError> {
+    let (h, ab) = (cfg.hidden_size, cfg.attention_bias);
+    let (q_out, kv_out) = (cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim);
+    let [q, k, v, o] = names;
+    let linears = [w.linear(q, h, q_out, ab)?, w.linear(k, h, kv_out, ab)?, w.linear(v, h, kv_out, ab)?, w.linear(o, q_out, h, ab)?];
+    Ok(attention(linears, cfg))
+}
+
+/// Saves what [`separate_attention`] loads, under the same `names`.
+pub(crate) fn save_separate_attention<B: Backend>(a: &Attention<B>, mut out: HostTensorsAt<'_>, names: [&str; 4]) {
+    for (name, l) in names.iter().zip([&a.q_proj, &a.k_proj, &a.v_proj, &a.o_proj]) {
+        out.linear(name, l);
+    }
+}
+
+/// A two-layer MLP whose HF linears are called `names` (GPT-NeoX's `dense_h_to_4h`,
+/// `dense_4h_to_h`; Phi's `fc1`, `fc2`), biased when `mlp_bias`.
+pub(crate) fn plain_mlp<B: Backend>(mut w: WeightsAt<'_, B>, cfg: &ModelConfig, [up, down]: [&str; 2]) -> Result<Mlp<B>, ModelError> {
+    let (h, i, mb) = (cfg.hidden_size, cfg.intermediate_size, cfg.mlp_bias);
+    Ok(Mlp::Plain(PlainMlp { dense_h_to_4h: w.linear(up, h, i, mb)?, dense_4h_to_h: w.linear(down, i, h, mb)? }))
+}
+
+/// Saves what [`plain_mlp`] loads, under the same `names`.
+pub(crate) fn save_plain_mlp<B: Backend>(m: &Mlp<B>, mut out: HostTensorsAt<'_>, names: [&str; 2]) {
+    if let Mlp::Plain(m) = m {
+        for (name, l) in names.iter().zip([&m.dense_h_to_4h, &m.dense_4h_to_h]) {
+            out.linear(name, l);
+        }
+    }
 }
 
 /// The model `cfg` describes from `source`. The order is seeded init's draw order (every

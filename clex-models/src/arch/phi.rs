@@ -16,7 +16,7 @@ use super::{ArchSettings, HfArch, HfCommon, HostTensorsAt, WeightsAt};
 use crate::attention::Attention;
 use crate::config::{Architecture, ModelConfig};
 use crate::error::ModelError;
-use crate::layers::{Mlp, Norm, PlainMlp};
+use crate::layers::{Mlp, Norm};
 
 fn default_ln_eps() -> f64 {
     1e-5
@@ -93,32 +93,20 @@ impl HfArch for Phi {
     const HEAD_BIAS: bool = true;
     const SHARED_NORM: bool = true;
 
-    fn attention<B: Backend>(mut w: WeightsAt<'_, B>, cfg: &ModelConfig) -> Result<Attention<B>, ModelError> {
-        let (h, ab) = (cfg.hidden_size, cfg.attention_bias);
-        let (q_out, kv_out) = (cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim);
-        let [q, k, v, o] = ATTENTION_LINEARS;
-        let linears = [w.linear(q, h, q_out, ab)?, w.linear(k, h, kv_out, ab)?, w.linear(v, h, kv_out, ab)?, w.linear(o, q_out, h, ab)?];
-        Ok(super::attention(linears, cfg))
+    fn attention<B: Backend>(w: WeightsAt<'_, B>, cfg: &ModelConfig) -> Result<Attention<B>, ModelError> {
+        super::separate_attention(w, cfg, ATTENTION_LINEARS)
     }
 
-    fn save_attention<B: Backend>(a: &Attention<B>, mut out: HostTensorsAt<'_>, _cfg: &ModelConfig) {
-        for (name, l) in ATTENTION_LINEARS.iter().zip([&a.q_proj, &a.k_proj, &a.v_proj, &a.o_proj]) {
-            out.linear(name, l);
-        }
+    fn save_attention<B: Backend>(a: &Attention<B>, out: HostTensorsAt<'_>, _cfg: &ModelConfig) {
+        super::save_separate_attention(a, out, ATTENTION_LINEARS);
     }
 
-    fn mlp<B: Backend>(mut w: WeightsAt<'_, B>, cfg: &ModelConfig) -> Result<Mlp<B>, ModelError> {
-        let (h, i, mb) = (cfg.hidden_size, cfg.intermediate_size, cfg.mlp_bias);
-        let [up, down] = MLP_LINEARS;
-        Ok(Mlp::Plain(PlainMlp { dense_h_to_4h: w.linear(up, h, i, mb)?, dense_4h_to_h: w.linear(down, i, h, mb)? }))
+    fn mlp<B: Backend>(w: WeightsAt<'_, B>, cfg: &ModelConfig) -> Result<Mlp<B>, ModelError> {
+        super::plain_mlp(w, cfg, MLP_LINEARS)
     }
 
-    fn save_mlp<B: Backend>(m: &Mlp<B>, mut out: HostTensorsAt<'_>) {
-        if let Mlp::Plain(m) = m {
-            for (name, l) in MLP_LINEARS.iter().zip([&m.dense_h_to_4h, &m.dense_4h_to_h]) {
-                out.linear(name, l);
-            }
-        }
+    fn save_mlp<B: Backend>(m: &Mlp<B>, out: HostTensorsAt<'_>) {
+        super::save_plain_mlp(m, out, MLP_LINEARS);
     }
 
     fn norm<B: Backend>(w: &mut WeightsAt<'_, B>, name: &str, cfg: &ModelConfig) -> Result<Norm<B>, ModelError> {
