@@ -11,10 +11,6 @@ use common::{clex, p};
 use std::path::{Path, PathBuf};
 
 use clex_models::weights::Weights;
-use tokenizers::TokenizerBuilder;
-use tokenizers::models::bpe::BPE;
-use tokenizers::normalizers::NormalizerWrapper;
-use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../clex-models/tests/fixtures/clex").join(name)
@@ -22,27 +18,7 @@ fn fixture(name: &str) -> PathBuf {
 
 /// A model directory: the fixture weights, its config, and a 256-entry byte tokenizer.
 fn model_dir(vocab: usize) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(fixture("llama_clex.json"), dir.path().join("config.json")).unwrap();
-    std::fs::copy(fixture("llama_clex.safetensors"), dir.path().join("model.safetensors")).unwrap();
-    let mut alphabet: Vec<char> = ByteLevel::alphabet().into_iter().collect();
-    alphabet.sort();
-    let mut vocab_map: std::collections::HashMap<String, u32> =
-        alphabet.iter().take(vocab.min(256)).enumerate().map(|(i, c)| (c.to_string(), i as u32)).collect();
-    for extra in 256..vocab {
-        vocab_map.insert(format!("<extra_{extra}>"), extra as u32);
-    }
-    let bpe = BPE::builder().vocab_and_merges(vocab_map.into_iter().collect::<tokenizers::models::bpe::Vocab>(), vec![]).build().unwrap();
-    let tok = TokenizerBuilder::<BPE, NormalizerWrapper, ByteLevel, ByteLevel, ByteLevel>::new()
-        .with_model(bpe)
-        .with_normalizer(None)
-        .with_pre_tokenizer(Some(ByteLevel::new(false, true, true)))
-        .with_post_processor(Some(ByteLevel::new(false, true, true)))
-        .with_decoder(Some(ByteLevel::new(false, true, true)))
-        .build()
-        .unwrap();
-    tok.save(dir.path().join("tokenizer.json"), false).unwrap();
-    dir
+    common::byte_model_dir(vocab)
 }
 
 /// The transformers fixtures (`hf/`) and clex-core's rope and CLEX-layer fixtures.

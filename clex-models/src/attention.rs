@@ -8,7 +8,7 @@ use clex_core::ClexBackend;
 use clex_core::attention::{KeyMask, attention};
 use clex_core::rope::apply_rotary_seq_major;
 
-use crate::cache::{LayerKv, Plan};
+use crate::cache::LayerCache;
 
 /// Rotary inputs of one forward, shared by every layer.
 #[derive(Debug, Clone)]
@@ -57,7 +57,7 @@ impl<B: ClexBackend> Attention<B> {
     /// the projections' layout): rotation and cache appends work on contiguous tensors, and
     /// the backend's attention ([`clex_core::attention`]) reads the cache where it lies, with
     /// grouped KV heads.
-    pub fn forward(&self, x: Tensor<B, 3>, rot: &RotaryBatch<B>, kv: Option<(&mut LayerKv<B>, &Plan<B>)>, mask: &KeyMask) -> Tensor<B, 3> {
+    pub fn forward(&self, x: Tensor<B, 3>, rot: &RotaryBatch<B>, kv: LayerCache<'_, B>, mask: &KeyMask) -> Tensor<B, 3> {
         let [b, s, _] = x.dims();
         let q = self.split_heads(self.q_proj.forward(x.clone()), self.num_heads);
         let k = self.split_heads(self.k_proj.forward(x.clone()), self.num_kv_heads);
@@ -67,11 +67,32 @@ impl<B: ClexBackend> Attention<B> {
         if let Some(scale) = rot.query_scale {
             q = q.mul_scalar(scale);
         }
-        let (k_all, v_all) = match kv {
-            None => (apply_rotary_seq_major(k, rot.cos.clone(), rot.sin.clone()), v),
-            Some((kv, plan)) => kv.append(k, v, &rot.cos, &rot.sin, plan),
-        };
-        let out = attention(q, k_all, v_all, mask); // [b, s, heads, d]
+        let out = match kv {
+            LayerCache::None => attention(q, apply_rotary_seq_major(k, rot.cos.clone(), rot.sin.clone()), v, mask),
+            LayerCache::Shared(kv, plan) => {
+                let (k_all, v_all) = kv.append(k, v, &rot.cos, &rot.sin, plan);
+                attention(q, k_all, v_all, mask)
+            }
+            LayerCache::PerRow(rows) => {
+                // Each row attends to its own cache; `rot` holds one table row per batch row.
+                let row = |t: &Tensor<B, 4>, i| t.clone().narrow(0, i, 1);
+                let outs = rows
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, r)| {
+                        let q = row(&q, i);
+                        let q = match r.query_scale {
+                            Some(scale) => q.mul_scalar(scale),
+                            None => q,
+                        };
+                        let (cos, sin) = (rot.cos.clone().narrow(0, i, 1), rot.sin.clone().narrow(0, i, 1));
+                        let (k_all, v_all) = r.kv.append(row(&k, i), row(&v, i), &cos, &sin, r.plan);
+                        attention(q, k_all, v_all, mask)
+                    })
+                    .collect();
+                Tensor::cat(outs, 0)
+            }
+        }; // [b, s, heads, d]
         self.o_proj.forward(out.reshape([b, s, self.num_heads * self.head_dim]))
     }
 }

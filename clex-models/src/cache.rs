@@ -75,6 +75,29 @@ pub enum Plan<B: Backend> {
     Replay,
 }
 
+/// Where one layer's new keys and values go in a forward.
+#[derive(Debug)]
+pub enum LayerCache<'a, B: Backend> {
+    /// No cache: the keys are the forward's own.
+    None,
+    /// One cache for the whole batch (a left-padded batch shares its positions and t).
+    Shared(&'a mut LayerKv<B>, &'a Plan<B>),
+    /// One cache per row: independent sequences, each at its own position and t, decoded as
+    /// one batch (continuous batching); only the attention runs row by row.
+    PerRow(Vec<RowCache<'a, B>>),
+}
+
+/// One row's cache in a [`LayerCache::PerRow`] forward.
+#[derive(Debug)]
+pub struct RowCache<'a, B: Backend> {
+    /// The row's layer cache.
+    pub kv: &'a mut LayerKv<B>,
+    /// What the row's forward does with it.
+    pub plan: &'a Plan<B>,
+    /// The row's query scale (CLEX log scaling λ(N) of its own length).
+    pub query_scale: Option<f32>,
+}
+
 /// One layer's cached tensors: preallocated buffers `[batch, capacity, kv_heads, head_dim]`
 /// (sequence-major, so an append is one contiguous write per row) whose first `len`
 /// positions are filled. Appends write in place where the backend can
@@ -343,6 +366,22 @@ impl<B: ClexBackend> KvCache<B> {
         self.key = Some(key);
         self.frequency_len = frequency_len;
         self.pads = pads;
+    }
+
+    /// Keeps the first `len` positions of every row (nothing when `len` is not below the
+    /// length): the buffers stay, later forwards overwrite the rest. Cached keys keep the
+    /// rotation they have; the next forward re-rotates them if its t differs (CLEX).
+    pub fn truncate(&mut self, len: usize) {
+        if len >= self.len {
+            return;
+        }
+        for l in &mut self.layers {
+            l.len = len;
+        }
+        if let Some(t) = self.tokens.take() {
+            self.tokens = (len > 0).then(|| t.narrow(1, 0, len));
+        }
+        self.len = len;
     }
 
     /// Forgets everything but the policy and the counters (the buffers are freed).

@@ -13,7 +13,7 @@ use clex_core::ClexBackend;
 use clex_core::attention::KeyMask;
 
 use crate::attention::{Attention, RotaryBatch};
-use crate::cache::{LayerKv, Plan};
+use crate::cache::LayerCache;
 use crate::config::Activation;
 
 /// RMSNorm (LLaMA) or LayerNorm (GPT-NeoX).
@@ -286,7 +286,7 @@ impl<B: ClexBackend> Block<B> {
         x: Tensor<B, 3>,
         act: Activation,
         rot: &RotaryBatch<B>,
-        kv: Option<(&mut LayerKv<B>, &Plan<B>)>,
+        kv: LayerCache<'_, B>,
         mask: &KeyMask,
     ) -> Tensor<B, 3> {
         self.forward_routed(x, act, rot, kv, mask, None)
@@ -301,7 +301,7 @@ impl<B: ClexBackend> Block<B> {
         x: Tensor<B, 3>,
         act: Activation,
         rot: &RotaryBatch<B>,
-        kv: Option<(&mut LayerKv<B>, &Plan<B>)>,
+        kv: LayerCache<'_, B>,
         mask: &KeyMask,
         router: Option<&mut Vec<Tensor<B, 2>>>,
     ) -> Tensor<B, 3> {

@@ -25,6 +25,7 @@ mod model;
 pub mod sampling;
 pub mod session;
 mod source;
+pub mod text;
 pub mod weights;
 
 pub use attention::{Attention, RotaryBatch};
@@ -37,4 +38,5 @@ pub use model::{CausalLm, ForwardOptions, ForwardOutput};
 pub use sampling::{Sampler, SamplingParams};
 pub use session::{GenerateOptions, Generation, Session, StopReason};
 pub use source::{ModelSource, load_tokenizer};
+pub use text::TextStream;
 pub use weights::HostTensor;

@@ -11,7 +11,7 @@ use clex_core::rope::cos_sin;
 use clex_core::{ClexBackend, ClexLayer, RopeConfig, frequencies};
 
 use crate::attention::RotaryBatch;
-use crate::cache::{CachePolicy, KvCache, Plan};
+use crate::cache::{CachePolicy, KvCache, LayerCache, Plan, RowCache};
 use crate::config::ModelConfig;
 use crate::error::ModelError;
 use crate::layers::{Block, Norm};
@@ -257,12 +257,109 @@ impl<B: ClexBackend> CausalLm<B> {
         let (cos, sin) = tables(past);
         let rot = RotaryBatch { cos, sin, query_scale: self.query_scale(freq_len) };
         let mask = self.key_mask(&pads);
-        let kv = cache.as_deref_mut().zip(plan.as_ref());
+        let kv = match (cache.as_deref_mut(), plan.as_ref()) {
+            (Some(c), Some(p)) => Caches::Shared(c, p),
+            _ => Caches::None,
+        };
         let (logits, hidden_states) = self.run(tokens.clone(), &rot, kv, &mask, opts, None);
         if let (Some(c), Some(plan)) = (cache, &plan) {
             c.commit(tokens, freqs.key, freq_len, pads, plan);
         }
         Ok(ForwardOutput { logits, hidden_states, scaling_factor: freqs.scaling_factor })
+    }
+
+    /// One decode step of several independent sequences, each with its own cache (one row
+    /// each, unpadded) at its own position and t: `tokens[i]` is appended to `caches[i]`.
+    /// Embedding, projections, MLPs and head run as one `[rows, 1]` batch, so the weights are
+    /// read once for all rows; rotation, cache writes and attention run per row with that
+    /// row's frequencies, λ(N) and cache plan. A row whose cache must replay (Recompute at a
+    /// frequency change) runs alone through [`CausalLm::forward_with`] first.
+    ///
+    /// # Shapes
+    /// - returns logits `[rows, vocab]` and each row's scaling factor
+    pub fn step_rows(
+        &self,
+        tokens: &[u32],
+        caches: &mut [&mut KvCache<B>],
+    ) -> Result<(Tensor<B, 2>, Vec<Option<ScalingFactor>>), ModelError> {
+        let rows = tokens.len();
+        if rows == 0 || rows != caches.len() {
+            return Err(ModelError::Invalid(format!("a batched step needs one cache per token: {rows} tokens, {} caches", caches.len())));
+        }
+        if let Some(i) = caches.iter().position(|c| c.pads().is_some_and(|p| p.len() != 1 || p[0] != 0)) {
+            return Err(ModelError::Invalid(format!("a batched step takes unpadded one-row caches; row {i} is not")));
+        }
+        let device = self.device();
+        let ids = |ts: &[u32]| {
+            let n = ts.len();
+            Tensor::<B, 2, Int>::from_data(TensorData::new(ts.iter().map(|&t| t as i64).collect::<Vec<_>>(), [n, 1]), &device)
+        };
+        let (mut plans, mut cos, mut sin, mut scales, mut keys, mut factors) = (vec![], vec![], vec![], vec![], vec![], vec![]);
+        let mut alone = Vec::new();
+        for (i, cache) in caches.iter().enumerate() {
+            let past = cache.len();
+            let total = past + 1;
+            let freqs = frequencies(self.rope(), self.clex_layer.as_ref(), total, &device);
+            let tables = |from| self.rotary_tables(Self::positions(from, total, &[0]), 1, freqs.inv_freq.clone(), freqs.attention_scaling);
+            let plan = cache.plan(freqs.key, total, || tables(0));
+            if matches!(plan, Plan::Replay) {
+                alone.push(i);
+                continue;
+            }
+            let (c, s) = tables(past);
+            cos.push(c);
+            sin.push(s);
+            plans.push(plan);
+            scales.push(self.query_scale(total));
+            keys.push(freqs.key);
+            factors.push(freqs.scaling_factor);
+        }
+        // Rows that replay their whole sequence, one by one.
+        let mut alone_logits = Vec::new();
+        let mut alone_factors = Vec::new();
+        for &i in &alone {
+            let opts = ForwardOptions { last_logits_only: true, ..ForwardOptions::default() };
+            let out = self.forward_with(ids(&tokens[i..=i]), Some(&mut *caches[i]), &opts)?;
+            alone_logits.push(out.logits.reshape([1, self.config.vocab_size]));
+            alone_factors.push(out.scaling_factor);
+        }
+        let batched: Vec<usize> = (0..rows).filter(|i| !alone.contains(i)).collect();
+        let mut batched_logits = None;
+        if !batched.is_empty() {
+            let batch_tokens: Vec<u32> = batched.iter().map(|&i| tokens[i]).collect();
+            let rot = RotaryBatch { cos: Tensor::cat(cos, 0), sin: Tensor::cat(sin, 0), query_scale: None };
+            let mut row_caches: Vec<Option<&mut KvCache<B>>> = caches.iter_mut().map(|c| Some(&mut **c)).collect();
+            let per_row = batched
+                .iter()
+                .zip(&plans)
+                .zip(&scales)
+                .map(|((&i, plan), &scale)| (row_caches[i].take().expect("each row once"), plan, scale))
+                .collect();
+            let mask = self.key_mask(&[0]);
+            let (logits, _) = self.run(ids(&batch_tokens), &rot, Caches::PerRow(per_row), &mask, &ForwardOptions::default(), None);
+            for (((&i, plan), key), &t) in batched.iter().zip(&plans).zip(keys).zip(&batch_tokens) {
+                caches[i].commit(ids(&[t]), key, caches[i].len() + 1, vec![0], plan);
+            }
+            batched_logits = Some(logits.reshape([batched.len(), self.config.vocab_size]));
+        }
+        // Back into the callers' row order.
+        let (mut b_rows, mut a_rows) = (0, 0);
+        let mut order = Vec::with_capacity(rows);
+        let mut scaling = Vec::with_capacity(rows);
+        for i in 0..rows {
+            if alone.contains(&i) {
+                order.push(alone_logits[a_rows].clone());
+                scaling.push(alone_factors[a_rows]);
+                a_rows += 1;
+            } else {
+                let l = batched_logits.as_ref().expect("batched rows ran");
+                order.push(l.clone().narrow(0, b_rows, 1));
+                scaling.push(factors[b_rows]);
+                b_rows += 1;
+            }
+        }
+        let logits = if alone.is_empty() { batched_logits.expect("every row batched") } else { Tensor::cat(order, 0) };
+        Ok((logits, scaling))
     }
 
     /// A forward with caller-made rotary tables and no cache (training: fractional CLEX
@@ -273,7 +370,7 @@ impl<B: ClexBackend> CausalLm<B> {
     /// - returns logits `[batch, seq, vocab]`
     pub fn forward_rotary(&self, tokens: Tensor<B, 2, Int>, cos: Tensor<B, 3>, sin: Tensor<B, 3>) -> Tensor<B, 3> {
         let rot = RotaryBatch { cos, sin, query_scale: None };
-        self.run(tokens, &rot, None, &self.key_mask(&[]), &ForwardOptions::default(), None).0
+        self.run(tokens, &rot, Caches::None, &self.key_mask(&[]), &ForwardOptions::default(), None).0
     }
 
     /// [`CausalLm::forward_rotary`], also returning each mixture-of-experts layer's router
@@ -291,7 +388,7 @@ impl<B: ClexBackend> CausalLm<B> {
     ) -> (Tensor<B, 3>, Vec<Tensor<B, 2>>) {
         let rot = RotaryBatch { cos, sin, query_scale: None };
         let mut router = Vec::new();
-        let (logits, _) = self.run(tokens, &rot, None, &self.key_mask(&[]), &ForwardOptions::default(), Some(&mut router));
+        let (logits, _) = self.run(tokens, &rot, Caches::None, &self.key_mask(&[]), &ForwardOptions::default(), Some(&mut router));
         (logits, router)
     }
 
@@ -299,7 +396,7 @@ impl<B: ClexBackend> CausalLm<B> {
         &self,
         tokens: Tensor<B, 2, Int>,
         rot: &RotaryBatch<B>,
-        mut cache: Option<(&mut KvCache<B>, &Plan<B>)>,
+        mut cache: Caches<'_, '_, B>,
         mask: &KeyMask,
         opts: &ForwardOptions,
         mut router: Option<&mut Vec<Tensor<B, 2>>>,
@@ -311,7 +408,15 @@ impl<B: ClexBackend> CausalLm<B> {
             if opts.hidden_states {
                 hidden.push(x.clone());
             }
-            let kv = cache.as_mut().map(|(c, plan)| (c.layer_mut(i), *plan));
+            let kv = match &mut cache {
+                Caches::None => LayerCache::None,
+                Caches::Shared(c, plan) => LayerCache::Shared(c.layer_mut(i), plan),
+                Caches::PerRow(rows) => LayerCache::PerRow(
+                    rows.iter_mut()
+                        .map(|(c, plan, query_scale)| RowCache { kv: c.layer_mut(i), plan, query_scale: *query_scale })
+                        .collect(),
+                ),
+            };
             x = layer.forward_routed(x, act, rot, kv, mask, router.as_deref_mut());
         }
         let x = self.final_norm.forward(x);
@@ -326,6 +431,15 @@ impl<B: ClexBackend> CausalLm<B> {
         };
         (logits, hidden)
     }
+}
+
+/// The caches of a [`CausalLm::run`].
+enum Caches<'c, 'p, B: Backend> {
+    None,
+    /// One cache for the batch, with the forward's plan.
+    Shared(&'c mut KvCache<B>, &'p Plan<B>),
+    /// One cache per row, each with its plan and query scale.
+    PerRow(Vec<(&'c mut KvCache<B>, &'p Plan<B>, Option<f32>)>),
 }
 
 /// Logits of a tied head: x · Eᵀ for the embedding E `[vocab, hidden]`.

@@ -155,6 +155,42 @@ impl<'m, B: ClexBackend> Session<'m, B> {
         Ok(())
     }
 
+    /// One decode step of several sessions on the same model, run as one batch
+    /// ([`CausalLm::step_rows`]): appends `ids[i]` to `sessions[i]` and returns each one's
+    /// next-token logits, `[vocab]` per session. Each keeps its own cache, position and t.
+    pub fn step_batch(sessions: &mut [&mut Session<'m, B>], ids: &[u32]) -> Result<Vec<Vec<f32>>, ModelError> {
+        let Some(first) = sessions.first() else {
+            return Ok(Vec::new());
+        };
+        let model = first.model;
+        if sessions.iter().any(|s| !std::ptr::eq(s.model, model)) {
+            return Err(ModelError::Invalid("a batched step needs sessions of one model".into()));
+        }
+        let vocab = model.config().vocab_size;
+        if let Some(&bad) = ids.iter().find(|&&t| t as usize >= vocab) {
+            return Err(ModelError::Invalid(format!("token id {bad} is outside the model's vocabulary of {vocab}")));
+        }
+        let mut caches: Vec<&mut KvCache<B>> = sessions.iter_mut().map(|s| &mut s.cache).collect();
+        let (logits, factors) = model.step_rows(ids, &mut caches)?;
+        let host = logits.into_data().convert::<f32>().to_vec::<f32>().map_err(|e| ModelError::Invalid(format!("reading logits back: {e:?}")))?;
+        for ((s, &id), factor) in sessions.iter_mut().zip(ids).zip(factors) {
+            s.tokens.push(id);
+            s.scaling_factor = factor;
+        }
+        Ok(host.chunks(vocab).map(<[f32]>::to_vec).collect())
+    }
+
+    /// Keeps the first `len` tokens (a shared prefix with the next input, as a chat turn
+    /// re-renders its history): only what follows them is run again.
+    pub fn truncate(&mut self, len: usize) {
+        if len == 0 {
+            self.reset();
+        } else if len < self.tokens.len() {
+            self.cache.truncate(len);
+            self.tokens.truncate(len);
+        }
+    }
+
     /// Appends one token and returns the next token's logits, `[vocab]`.
     pub fn step(&mut self, id: u32) -> Result<Vec<f32>, ModelError> {
         self.prefill(&[id])
