@@ -1,6 +1,7 @@
 //! `clex`: the command line of clex-rs. Subcommands live one per file.
 
 mod args;
+mod chat;
 mod convert;
 mod generate;
 mod inspect;
@@ -9,6 +10,7 @@ mod passkey;
 mod perplexity;
 mod rope;
 mod score;
+mod serve;
 
 use clap::{Parser, Subcommand};
 
@@ -23,6 +25,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Chat with a model through its chat template (a REPL, or one --prompt).
+    Chat(Box<chat::ChatArgs>),
     /// Write a llama.cpp GGUF file as an HF model directory.
     Convert(convert::ConvertArgs),
     /// Generate text from an HF model directory or GGUF file.
@@ -37,6 +41,8 @@ enum Command {
     Perplexity(Box<perplexity::PerplexityArgs>),
     /// Show the RoPE / CLEX frequencies a config.json implies at a given length.
     Rope(rope::RopeArgs),
+    /// An OpenAI-compatible HTTP server (completions, chat, streaming, continuous batching).
+    Serve(Box<serve::ServeArgs>),
 }
 
 fn main() -> std::process::ExitCode {
@@ -52,6 +58,7 @@ fn main() -> std::process::ExitCode {
         }
     };
     let result = match cli.command {
+        Command::Chat(args) => chat::run(*args),
         Command::Convert(args) => convert::run(args),
         Command::Generate(args) => generate::run(*args),
         Command::Inspect(args) => inspect::run(args),
@@ -59,6 +66,7 @@ fn main() -> std::process::ExitCode {
         Command::Perplexity(args) => perplexity::run(*args),
         Command::Rope(args) => rope::run(args),
         Command::Score(args) => score::run(*args),
+        Command::Serve(args) => serve::run(*args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -11,7 +11,7 @@ use clex_models::{CausalLm, ModelConfig, ModelSource};
 const GIB: f64 = (1u64 << 30) as f64;
 
 /// `MemAvailable` from /proc/meminfo, in bytes (None where there is no such file).
-fn available() -> Option<usize> {
+pub fn available() -> Option<usize> {
     let text = std::fs::read_to_string("/proc/meminfo").ok()?;
     let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
     let kb: usize = line.split_whitespace().nth(1)?.parse().ok()?;

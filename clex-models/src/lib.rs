@@ -8,6 +8,7 @@
 //! - [`ModelConfig::with_rope`]: a model under another rope ([`RopeChange`], [`RopeKind`]).
 //! - [`CausalLm`]: one model type for every architecture; [`CausalLm::forward_with`] runs
 //!   with or without a [`KvCache`] under a [`CachePolicy`].
+//! - [`ChatTemplate`]: a model's Jinja chat template rendered as transformers renders it.
 
 #![warn(missing_docs)]
 
@@ -15,6 +16,7 @@ mod arch;
 mod attention;
 pub mod backend;
 pub mod cache;
+pub mod chat;
 pub mod config;
 pub mod error;
 mod export;
@@ -30,6 +32,7 @@ pub mod weights;
 
 pub use attention::{Attention, RotaryBatch};
 pub use cache::{CachePolicy, CacheStats, KvCache};
+pub use chat::{ChatMessage, ChatTemplate};
 pub use config::{Activation, Architecture, ModelConfig, MoeConfig, RopeChange, RopeKind};
 pub use error::{GgufError, ModelError};
 pub use export::{GgufConversion, convert_gguf, hf_tensors, save_model, write_atomic};

@@ -112,14 +112,22 @@ impl<'m, B: ClexBackend> Session<'m, B> {
         ids: &[u32],
         mut on_rows: impl FnMut(usize, &[f32]) -> Result<(), ModelError>,
     ) -> Result<(), ModelError> {
-        self.forward(ids, false, |first, logits| on_rows(first, &host_rows(logits)?))
+        self.forward(ids, false, 0, |first, logits| on_rows(first, &host_rows(logits)?))
     }
 
     /// Appends `ids` and returns the logits of the last row, `[vocab]`: the distribution of
     /// the next token. Only that row goes through the head.
     pub fn prefill(&mut self, ids: &[u32]) -> Result<Vec<f32>, ModelError> {
+        self.prefill_part(ids, 0)
+    }
+
+    /// [`Session::prefill`] of `ids`, the next part of an input whose whole length (cached
+    /// tokens included) will be `total`: run with the frequencies and λ of `total`, so parts
+    /// run one after another equal one prefill of the whole. A server runs a long prompt
+    /// this way a chunk at a time between other requests' decode steps.
+    pub fn prefill_part(&mut self, ids: &[u32], total: usize) -> Result<Vec<f32>, ModelError> {
         let mut last = None;
-        self.forward(ids, true, |_, logits| {
+        self.forward(ids, true, total, |_, logits| {
             last = Some(logits);
             Ok(())
         })?;
@@ -127,12 +135,13 @@ impl<'m, B: ClexBackend> Session<'m, B> {
     }
 
     /// Runs `ids` through the model after the cached tokens, in chunks of `self.chunk`
-    /// pinned to the final length; `each(first, logits)` gets each chunk's `[1, n, vocab]`
-    /// logits (`[1, 1, vocab]` under `last_only`).
+    /// pinned to the final length (or `total`, when larger); `each(first, logits)` gets each
+    /// chunk's `[1, n, vocab]` logits (`[1, 1, vocab]` under `last_only`).
     fn forward(
         &mut self,
         ids: &[u32],
         last_only: bool,
+        total: usize,
         mut each: impl FnMut(usize, Tensor<B, 3>) -> Result<(), ModelError>,
     ) -> Result<(), ModelError> {
         let vocab = self.model.config().vocab_size;
@@ -145,7 +154,7 @@ impl<'m, B: ClexBackend> Session<'m, B> {
         let device = self.model.embed.weight.val().device();
         let end = self.cache.len() + ids.len();
         self.cache.reserve(end);
-        let opts = ForwardOptions { frequency_len: Some(end), last_logits_only: last_only, ..ForwardOptions::default() };
+        let opts = ForwardOptions { frequency_len: Some(end.max(total)), last_logits_only: last_only, ..ForwardOptions::default() };
         for (i, piece) in ids.chunks(self.chunk).enumerate() {
             let out = self.model.forward_with(token_tensor(piece, &device), Some(&mut self.cache), &opts)?;
             self.tokens.extend_from_slice(piece);
@@ -172,7 +181,8 @@ impl<'m, B: ClexBackend> Session<'m, B> {
         }
         let mut caches: Vec<&mut KvCache<B>> = sessions.iter_mut().map(|s| &mut s.cache).collect();
         let (logits, factors) = model.step_rows(ids, &mut caches)?;
-        let host = logits.into_data().convert::<f32>().to_vec::<f32>().map_err(|e| ModelError::Invalid(format!("reading logits back: {e:?}")))?;
+        let host =
+            logits.into_data().convert::<f32>().to_vec::<f32>().map_err(|e| ModelError::Invalid(format!("reading logits back: {e:?}")))?;
         for ((s, &id), factor) in sessions.iter_mut().zip(ids).zip(factors) {
             s.tokens.push(id);
             s.scaling_factor = factor;

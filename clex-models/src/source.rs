@@ -11,6 +11,7 @@ use burn::tensor::{DType, backend::Backend};
 use clex_core::RopeScaling;
 use tokenizers::Tokenizer;
 
+use crate::chat::ChatTemplate;
 use crate::config::ModelConfig;
 use crate::error::ModelError;
 use crate::gguf::{self, GgufFile};
@@ -224,6 +225,26 @@ impl ModelSource {
         let v: serde_json::Value =
             serde_json::from_str(&text).map_err(|e| ModelError::Json { path: path.clone(), message: e.to_string() })?;
         Ok(v.get("add_bos_token").and_then(serde_json::Value::as_bool).unwrap_or(true))
+    }
+
+    /// The model's chat template ([`crate::chat`]): a GGUF's `tokenizer.chat_template`, an HF
+    /// directory's `chat_template.jinja` or `tokenizer_config.json` `chat_template`; `None`
+    /// when it has none. A template that does not compile is an error naming the file and key.
+    pub fn chat_template(&self) -> Result<Option<ChatTemplate>, ModelError> {
+        match &self.origin {
+            Origin::Gguf(g) => crate::chat::gguf_template(g),
+            _ => crate::chat::hf_template(self.tokenizer_dir()),
+        }
+    }
+
+    /// The Jinja file at `path` (`--chat-template`) as a chat template, rendering with this
+    /// model's bos/eos texts.
+    pub fn chat_template_file(&self, path: &Path) -> Result<ChatTemplate, ModelError> {
+        let (bos, eos) = match &self.origin {
+            Origin::Gguf(g) => crate::chat::gguf_special_tokens(g)?,
+            _ => crate::chat::hf_special_tokens(self.tokenizer_dir())?,
+        };
+        ChatTemplate::from_file(path, bos, eos)
     }
 
     /// The weights under HF names: the safetensors files (memory-mapped), or a GGUF's

@@ -35,13 +35,14 @@ impl<'t> TextStream<'t> {
         self.ids.push(id);
         let before = self.decode(&self.ids[self.prefix..self.read])?;
         let after = self.decode(&self.ids[self.prefix..])?;
-        if after.len() > before.len() && !after.ends_with('\u{FFFD}') {
-            if let Some(new) = after.get(before.len()..) {
-                let new = new.to_string();
-                self.prefix = self.read;
-                self.read = self.ids.len();
-                return Ok(new);
-            }
+        if after.len() > before.len()
+            && !after.ends_with('\u{FFFD}')
+            && let Some(new) = after.get(before.len()..)
+        {
+            let new = new.to_string();
+            self.prefix = self.read;
+            self.read = self.ids.len();
+            return Ok(new);
         }
         Ok(String::new())
     }

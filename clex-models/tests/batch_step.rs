@@ -87,10 +87,7 @@ fn batched_equals_alone(model: &CausalLm<Flex>, policy: CachePolicy, what: &str)
 
 #[test]
 fn batched_steps_equal_sessions_stepped_alone() {
-    let cases = [
-        ("clex", llama(clex_scaling(), false, None)),
-        ("clex log scale + window", llama(clex_scaling(), true, Some(20))),
-    ];
+    let cases = [("clex", llama(clex_scaling(), false, None)), ("clex log scale + window", llama(clex_scaling(), true, Some(20)))];
     for (name, cfg) in cases {
         let model = init_model::<Flex>(cfg, &Default::default(), 5);
         for policy in [CachePolicy::Reference, CachePolicy::Recompute] {
@@ -118,4 +115,35 @@ fn truncated_session_continues_like_a_fresh_one() {
     assert!(d < 1e-5, "truncated then continued vs fresh: {d:e}");
     s.truncate(0);
     assert!(s.tokens().is_empty() && s.cache().is_empty());
+}
+
+/// A prompt run in parts pinned to its whole length equals one prefill (CLEX, t of the whole:
+/// the parts alone would be at smaller t).
+#[test]
+fn prefill_in_parts_equals_one_prefill() {
+    let model = init_model::<Flex>(llama(clex_scaling(), true, None), &Default::default(), 7);
+    let prompt = ids(70, 3);
+    for policy in [CachePolicy::Reference, CachePolicy::Recompute] {
+        let mut whole = Session::new(&model, policy);
+        let want = whole.prefill(&prompt).unwrap();
+        let mut parts = Session::new(&model, policy);
+        for (i, part) in prompt.chunks(16).enumerate() {
+            let got = parts.prefill_part(part, prompt.len()).unwrap();
+            if (i + 1) * 16 >= prompt.len() {
+                let d = rel_diff(&got, &want);
+                assert!(d < 1e-5, "{policy:?}: parts vs one prefill {d:e}");
+            }
+        }
+        assert_eq!(parts.cache().stats().recomputes + parts.cache().stats().rerotations, 0, "{policy:?}: one t throughout");
+        if policy == CachePolicy::Recompute {
+            continue; // unpinned parts replay at each t change, so they equal the whole too
+        }
+        // Unpinned parts would be a different computation (t grows from 1 to 5).
+        let mut unpinned = Session::new(&model, policy);
+        let mut last = Vec::new();
+        for part in prompt.chunks(16) {
+            last = unpinned.prefill(part).unwrap();
+        }
+        assert!(rel_diff(&last, &want) > 1e-4, "{policy:?}: the pinning matters here");
+    }
 }

@@ -53,4 +53,3 @@ pub fn byte_model_dir(vocab: usize) -> tempfile::TempDir {
     tok.save(dir.path().join("tokenizer.json"), false).unwrap();
     dir
 }
-
