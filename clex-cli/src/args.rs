@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::{Context, bail};
 use burn::tensor::DType;
-use clex_models::{CachePolicy, ModelConfig, ModelSource, RopeChange, RopeKind};
+use clex_models::{CachePolicy, ModelConfig, ModelSource, RopeChange, RopeKind, SamplingParams};
 use tokenizers::Tokenizer;
 
 /// `--dtype`: the compute dtype of the weights (CLEX parameters stay f32).
@@ -46,6 +46,57 @@ impl From<CachePolicyFlag> for CachePolicy {
             CachePolicyFlag::Recompute => CachePolicy::Recompute,
         }
     }
+}
+
+/// How a subcommand that decodes draws tokens (`generate`, `chat`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct SamplingFlags {
+    /// 0 = greedy.
+    #[arg(long, default_value_t = 0.8, value_parser = non_negative)]
+    pub temperature: f64,
+    /// Keep the k most likely tokens.
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    /// Nucleus sampling mass.
+    #[arg(long, value_parser = probability)]
+    pub top_p: Option<f64>,
+    /// Repetition penalty (1 = off).
+    #[arg(long, default_value_t = 1.1, value_parser = positive_f32)]
+    pub repeat_penalty: f32,
+    /// Tokens the repetition penalty looks back over.
+    #[arg(long, default_value_t = 64)]
+    pub repeat_last_n: usize,
+    /// Sampling seed.
+    #[arg(long, default_value_t = 299792458)]
+    pub seed: u64,
+}
+
+impl SamplingFlags {
+    /// The sampler's settings.
+    pub fn params(&self) -> SamplingParams {
+        SamplingParams {
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            repeat_penalty: self.repeat_penalty,
+            repeat_last_n: self.repeat_last_n,
+            seed: self.seed,
+        }
+    }
+}
+
+/// Where and how a decoding subcommand runs the model (`generate`, `chat`, `serve`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct RunFlags {
+    /// Compute dtype.
+    #[arg(long, value_enum, default_value_t = Dtype::F32)]
+    pub dtype: Dtype,
+    /// GPU index for GPU backends.
+    #[arg(long)]
+    pub device: Option<usize>,
+    /// KV cache policy.
+    #[arg(long, value_enum, default_value_t = CachePolicyFlag::Reference)]
+    pub cache_policy: CachePolicyFlag,
 }
 
 /// `--rope-scaling KIND [--rope-factor F] [--rope-p P]`: run a model under another rope

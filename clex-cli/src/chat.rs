@@ -15,12 +15,10 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clex_models::backend::{self, Inference};
-use clex_models::{
-    CausalLm, ChatMessage, ChatTemplate, GenerateOptions, ModelError, ModelSource, SamplingParams, Session, StopReason, TextStream,
-};
+use clex_models::{ChatMessage, ChatTemplate, GenerateOptions, ModelError, ModelSource, Session, StopReason, TextStream};
 use tokenizers::Tokenizer;
 
-use crate::args::{self, CachePolicyFlag, Dtype, LoadFlags, RopeOverride};
+use crate::args::{self, LoadFlags, RopeOverride, RunFlags, SamplingFlags};
 
 /// Arguments of `clex chat`.
 #[derive(clap::Args, Debug)]
@@ -43,40 +41,17 @@ pub struct ChatArgs {
     /// Most tokens per reply.
     #[arg(short = 'n', long, default_value_t = 512)]
     max_tokens: usize,
-    /// 0 = greedy.
-    #[arg(long, default_value_t = 0.8, value_parser = args::non_negative)]
-    temperature: f64,
-    /// Keep the k most likely tokens.
-    #[arg(long)]
-    top_k: Option<usize>,
-    /// Nucleus sampling mass.
-    #[arg(long, value_parser = args::probability)]
-    top_p: Option<f64>,
-    /// Repetition penalty (1 = off).
-    #[arg(long, default_value_t = 1.1, value_parser = args::positive_f32)]
-    repeat_penalty: f32,
-    /// Tokens the repetition penalty looks back over.
-    #[arg(long, default_value_t = 64)]
-    repeat_last_n: usize,
     /// Most tokens in the whole conversation (default: P·T_max for CLEX, else no limit).
     #[arg(long)]
     max_seq_len: Option<usize>,
-    /// Compute dtype.
-    #[arg(long, value_enum, default_value_t = Dtype::F32)]
-    dtype: Dtype,
-    /// GPU index for GPU backends.
-    #[arg(long)]
-    device: Option<usize>,
-    /// Sampling seed (each reply starts from it).
-    #[arg(long, default_value_t = 299792458)]
-    seed: u64,
-    /// KV cache policy.
-    #[arg(long, value_enum, default_value_t = CachePolicyFlag::Reference)]
-    cache_policy: CachePolicyFlag,
     /// Prefill the whole conversation every turn instead of reusing the cache (slower; a
     /// check that reuse changes nothing).
     #[arg(long)]
     no_reuse: bool,
+    #[command(flatten)]
+    sampling: SamplingFlags,
+    #[command(flatten)]
+    run: RunFlags,
     #[command(flatten)]
     rope: RopeOverride,
     #[command(flatten)]
@@ -102,24 +77,17 @@ pub fn run(args: ChatArgs) -> anyhow::Result<()> {
     };
     let run_config = args.rope.config(&source)?;
     let (tokenizer, _) = args::tokenizer(args.tokenizer.as_deref(), &source)?;
-    crate::memory::check_load(&source, &run_config, args.dtype.into())?;
-    let device = backend::device(args.device);
-    let model = source.load_with::<Inference>(run_config, &device, args.dtype.into())?;
+    crate::memory::check_load(&source, &run_config, args.run.dtype.into())?;
+    let device = backend::device(args.run.device);
+    let model = source.load_with::<Inference>(run_config, &device, args.run.dtype.into())?;
     let options = GenerateOptions {
-        sampling: SamplingParams {
-            temperature: args.temperature,
-            top_k: args.top_k,
-            top_p: args.top_p,
-            repeat_penalty: args.repeat_penalty,
-            repeat_last_n: args.repeat_last_n,
-            seed: args.seed,
-        },
+        sampling: args.sampling.params(),
         max_new_tokens: args.max_tokens,
         max_seq_len: args.max_seq_len,
-        stop_tokens: stop_tokens(&model, &template, &tokenizer),
+        stop_tokens: template.stop_tokens(&model.config().eos_token_ids, &tokenizer),
     };
     let mut chat = Conversation {
-        session: Session::new(&model, args.cache_policy.into()),
+        session: Session::new(&model, args.run.cache_policy.into()),
         template,
         tokenizer: &tokenizer,
         system: args.system.clone(),
@@ -132,18 +100,6 @@ pub fn run(args: ChatArgs) -> anyhow::Result<()> {
         return chat.turn(prompt);
     }
     if std::io::stdin().is_terminal() { terminal_repl(&mut chat) } else { line_repl(&mut chat) }
-}
-
-/// The config's EOS ids and the template's end-of-turn token (its `eos_token`) when that
-/// differs, e.g. ChatML's `<|im_end|>` on a base model's `<|endoftext|>`.
-fn stop_tokens(model: &CausalLm<Inference>, template: &ChatTemplate, tokenizer: &Tokenizer) -> Vec<u32> {
-    let mut stops = model.config().eos_token_ids.clone();
-    if let Some(id) = template.eos_token().and_then(|t| tokenizer.token_to_id(t))
-        && !stops.contains(&id)
-    {
-        stops.push(id);
-    }
-    stops
 }
 
 /// One line of input.

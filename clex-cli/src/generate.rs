@@ -7,9 +7,9 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clex_models::backend::{self, Inference};
-use clex_models::{GenerateOptions, ModelError, ModelSource, SamplingParams, Session};
+use clex_models::{GenerateOptions, ModelError, ModelSource, Session};
 
-use crate::args::{self, CachePolicyFlag, Dtype, LoadFlags, RopeOverride};
+use crate::args::{self, LoadFlags, RopeOverride, RunFlags, SamplingFlags};
 
 /// Arguments of `clex generate`.
 #[derive(clap::Args, Debug)]
@@ -29,40 +29,17 @@ pub struct GenerateArgs {
     /// Tokens to generate.
     #[arg(short = 'n', long, default_value_t = 100)]
     sample_len: usize,
-    /// 0 = greedy.
-    #[arg(long, default_value_t = 0.8, value_parser = args::non_negative)]
-    temperature: f64,
-    /// Keep the k most likely tokens.
-    #[arg(long)]
-    top_k: Option<usize>,
-    /// Nucleus sampling mass.
-    #[arg(long, value_parser = args::probability)]
-    top_p: Option<f64>,
-    /// Repetition penalty (1 = off).
-    #[arg(long, default_value_t = 1.1, value_parser = args::positive_f32)]
-    repeat_penalty: f32,
-    /// Tokens the repetition penalty looks back over.
-    #[arg(long, default_value_t = 64)]
-    repeat_last_n: usize,
     /// Stop after this many tokens in total (default: P·T_max for CLEX, else no limit).
     #[arg(long)]
     max_seq_len: Option<usize>,
-    /// Compute dtype.
-    #[arg(long, value_enum, default_value_t = Dtype::F32)]
-    dtype: Dtype,
-    /// GPU index for GPU backends.
-    #[arg(long)]
-    device: Option<usize>,
-    /// Sampling seed.
-    #[arg(long, default_value_t = 299792458)]
-    seed: u64,
-    /// KV cache policy.
-    #[arg(long, value_enum, default_value_t = CachePolicyFlag::Reference)]
-    cache_policy: CachePolicyFlag,
     /// Start the prompt with the model's BOS token (default: a GGUF's
     /// tokenizer.ggml.add_bos_token, a directory's tokenizer_config.json add_bos_token, else true).
     #[arg(long, action = clap::ArgAction::Set)]
     bos: Option<bool>,
+    #[command(flatten)]
+    sampling: SamplingFlags,
+    #[command(flatten)]
+    run: RunFlags,
     #[command(flatten)]
     rope: RopeOverride,
     #[command(flatten)]
@@ -77,9 +54,9 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         Some(p) => args::read_flag_file("--prompt-file", p)?,
         None => args.prompt.clone(),
     };
-    crate::memory::check_load(&source, &run_config, args.dtype.into())?;
-    let device = backend::device(args.device);
-    let model = source.load_with::<Inference>(run_config, &device, args.dtype.into())?;
+    crate::memory::check_load(&source, &run_config, args.run.dtype.into())?;
+    let device = backend::device(args.run.device);
+    let model = source.load_with::<Inference>(run_config, &device, args.run.dtype.into())?;
     let config = model.config();
     let bos = if args.bos.map_or_else(|| source.add_bos(), Ok)? { config.bos_token_id } else { None };
     let ids: Vec<u32> =
@@ -91,19 +68,12 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     let total = ids.len().checked_add(args.sample_len).context("-n: the prompt and the tokens to generate are more than 2^64")?;
     crate::memory::check(&model, "the prompt", ids.len(), total)?;
     let options = GenerateOptions {
-        sampling: SamplingParams {
-            temperature: args.temperature,
-            top_k: args.top_k,
-            top_p: args.top_p,
-            repeat_penalty: args.repeat_penalty,
-            repeat_last_n: args.repeat_last_n,
-            seed: args.seed,
-        },
+        sampling: args.sampling.params(),
         max_new_tokens: args.sample_len,
         max_seq_len: args.max_seq_len,
         stop_tokens: config.eos_token_ids.clone(),
     };
-    let mut session = Session::new(&model, args.cache_policy.into());
+    let mut session = Session::new(&model, args.run.cache_policy.into());
     print!("{prompt}");
     std::io::stdout().flush().ok();
     let t_prompt = Instant::now();

@@ -10,7 +10,7 @@ use clex_models::backend::{self, Inference};
 use clex_models::{CausalLm, ModelSource, Session};
 use clex_serve::{App, Engine, EngineConfig, MemoryLimit};
 
-use crate::args::{self, CachePolicyFlag, Dtype, LoadFlags, RopeOverride};
+use crate::args::{self, LoadFlags, RopeOverride, RunFlags};
 
 /// Arguments of `clex serve`.
 #[derive(clap::Args, Debug)]
@@ -53,18 +53,11 @@ pub struct ServeArgs {
     /// Largest request body in bytes.
     #[arg(long, default_value_t = 4 << 20)]
     max_body_bytes: usize,
-    /// Compute dtype.
-    #[arg(long, value_enum, default_value_t = Dtype::F32)]
-    dtype: Dtype,
-    /// GPU index for GPU backends.
-    #[arg(long)]
-    device: Option<usize>,
-    /// KV cache policy of every request.
-    #[arg(long, value_enum, default_value_t = CachePolicyFlag::Reference)]
-    cache_policy: CachePolicyFlag,
     /// Start completion prompts with the model's BOS token (default as `clex generate`).
     #[arg(long, action = clap::ArgAction::Set)]
     bos: Option<bool>,
+    #[command(flatten)]
+    run: RunFlags,
     #[command(flatten)]
     rope: RopeOverride,
     #[command(flatten)]
@@ -79,7 +72,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         Some(path) => Some(source.chat_template_file(path)?),
         None => source.chat_template()?,
     };
-    crate::memory::check_load(&source, &run_config, args.dtype.into())?;
+    crate::memory::check_load(&source, &run_config, args.run.dtype.into())?;
     let model_id = args.model_id.clone().unwrap_or_else(|| {
         let name = args.model.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
         name.strip_suffix(".gguf").map(str::to_string).unwrap_or(name)
@@ -90,21 +83,20 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     std_listener.set_nonblocking(true).context("--port: setting the socket non-blocking")?;
     let bound = std_listener.local_addr().context("--port: reading the bound address")?;
 
-    let device = backend::device(args.device);
-    let model: CausalLm<Inference> = source.load_with::<Inference>(run_config, &device, args.dtype.into())?;
+    let device = backend::device(args.run.device);
+    let model: CausalLm<Inference> = source.load_with::<Inference>(run_config, &device, args.run.dtype.into())?;
     let config = model.config().clone();
-    let default_ctx = Session::new(&model, args.cache_policy.into()).default_max_seq_len().unwrap_or(config.rope.max_position_embeddings);
+    let default_ctx =
+        Session::new(&model, args.run.cache_policy.into()).default_max_seq_len().unwrap_or(config.rope.max_position_embeddings);
     let context = args.ctx_size.unwrap_or(default_ctx);
     if context < 2 {
         bail!("--ctx-size: {context} leaves no room for a prompt and a token");
     }
     let bos = if args.bos.map_or_else(|| source.add_bos(), Ok)? { config.bos_token_id } else { None };
-    let mut stop_tokens = config.eos_token_ids.clone();
-    if let Some(eos) = template.as_ref().and_then(|t| t.eos_token()).and_then(|t| tokenizer.token_to_id(t))
-        && !stop_tokens.contains(&eos)
-    {
-        stop_tokens.push(eos);
-    }
+    let stop_tokens = match &template {
+        Some(t) => t.stop_tokens(&config.eos_token_ids, &tokenizer),
+        None => config.eos_token_ids.clone(),
+    };
     // One request's share of the memory available now (after loading the weights).
     let parallel = usize::from(args.parallel);
     let memory = match (clex_models::backend::HOST_MEMORY, crate::memory::available()) {
@@ -122,7 +114,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         EngineConfig {
             max_batch: parallel,
             max_queue: args.queue,
-            policy: args.cache_policy.into(),
+            policy: args.run.cache_policy.into(),
             context,
             prefill_chunk: args.prefill_chunk as usize,
         },

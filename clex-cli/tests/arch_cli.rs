@@ -10,10 +10,6 @@ use std::path::{Path, PathBuf};
 
 use clex_models::weights::Weights;
 use common::{clex, p};
-use tokenizers::TokenizerBuilder;
-use tokenizers::models::bpe::BPE;
-use tokenizers::normalizers::NormalizerWrapper;
-use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../clex-models/tests/fixtures").join(name)
@@ -24,19 +20,7 @@ fn model_dir(arch: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy(fixture(&format!("clex_arch/{arch}_clex.json")), dir.path().join("config.json")).unwrap();
     std::fs::copy(fixture(&format!("clex_arch/{arch}_clex.safetensors")), dir.path().join("model.safetensors")).unwrap();
-    let mut alphabet: Vec<char> = ByteLevel::alphabet().into_iter().collect();
-    alphabet.sort();
-    let vocab: tokenizers::models::bpe::Vocab = alphabet.iter().enumerate().map(|(i, c)| (c.to_string(), i as u32)).collect();
-    let bpe = BPE::builder().vocab_and_merges(vocab, vec![]).build().unwrap();
-    let tok = TokenizerBuilder::<BPE, NormalizerWrapper, ByteLevel, ByteLevel, ByteLevel>::new()
-        .with_model(bpe)
-        .with_normalizer(None)
-        .with_pre_tokenizer(Some(ByteLevel::new(false, true, true)))
-        .with_post_processor(Some(ByteLevel::new(false, true, true)))
-        .with_decoder(Some(ByteLevel::new(false, true, true)))
-        .build()
-        .unwrap();
-    tok.save(dir.path().join("tokenizer.json"), false).unwrap();
+    common::write_byte_tokenizer(dir.path(), 256);
     dir
 }
 

@@ -96,6 +96,19 @@ impl ChatTemplate {
         Self::new(&source, &path.display().to_string(), bos_token, eos_token)
     }
 
+    /// Tokens that end a reply: the model's EOS ids and the template's end-of-turn token
+    /// (its `eos_token`) when that differs, e.g. ChatML's `<|im_end|>` on a base model's
+    /// `<|endoftext|>`.
+    pub fn stop_tokens(&self, eos_ids: &[u32], tokenizer: &tokenizers::Tokenizer) -> Vec<u32> {
+        let mut stops = eos_ids.to_vec();
+        if let Some(id) = self.eos_token().and_then(|t| tokenizer.token_to_id(t))
+            && !stops.contains(&id)
+        {
+            stops.push(id);
+        }
+        stops
+    }
+
     /// Where the template came from (a file, or a file and key).
     pub fn origin(&self) -> &str {
         &self.origin

@@ -29,11 +29,19 @@ pub fn clex_fixture(name: &str) -> std::path::PathBuf {
     std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../clex-models/tests/fixtures/clex").join(name)
 }
 
-/// A model directory: the CLEX-LLaMA fixture weights (`llama_clex`), its config, and a 256-entry byte tokenizer.
+/// A model directory: the CLEX-LLaMA fixture weights (`llama_clex`), its config, and a byte
+/// tokenizer of `vocab` ids ([`write_byte_tokenizer`]).
 pub fn byte_model_dir(vocab: usize) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy(clex_fixture("llama_clex.json"), dir.path().join("config.json")).unwrap();
     std::fs::copy(clex_fixture("llama_clex.safetensors"), dir.path().join("model.safetensors")).unwrap();
+    write_byte_tokenizer(dir.path(), vocab);
+    dir
+}
+
+/// `dir/tokenizer.json`: byte-level BPE without merges, one id per byte (the sorted GPT-2
+/// byte alphabet; the first `vocab` of them), plus `<extra_N>` ids up to `vocab`.
+pub fn write_byte_tokenizer(dir: &Path, vocab: usize) {
     let mut alphabet: Vec<char> = ByteLevel::alphabet().into_iter().collect();
     alphabet.sort();
     let mut vocab_map: std::collections::HashMap<String, u32> =
@@ -50,6 +58,5 @@ pub fn byte_model_dir(vocab: usize) -> tempfile::TempDir {
         .with_decoder(Some(ByteLevel::new(false, true, true)))
         .build()
         .unwrap();
-    tok.save(dir.path().join("tokenizer.json"), false).unwrap();
-    dir
+    tok.save(dir.join("tokenizer.json"), false).unwrap();
 }
