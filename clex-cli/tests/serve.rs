@@ -389,3 +389,84 @@ fn smollm2_instruct_answers_paris_through_the_server() {
         assert_eq!(stream_text(&server, "/v1/chat/completions", &streamed).await, (answer, "stop".to_string()));
     });
 }
+
+/// Seeded hostile bodies: valid requests with one field replaced by a value of another kind,
+/// or cut short at a random byte. Every answer is 200 or an OpenAI error body (400, 413),
+/// never a dropped connection, and the server stays up.
+#[test]
+fn hostile_bodies_get_answers_not_crashes() {
+    let mut server = Server::start(&[]);
+    let mut state = 18u64;
+    let mut next = move |n: usize| {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ((state >> 33) as usize) % n
+    };
+    let values = [
+        json!(null),
+        json!(-1),
+        json!(0),
+        json!(1e30),
+        json!(u64::MAX),
+        json!(i64::MIN),
+        json!(0.5),
+        json!(""),
+        json!("x"),
+        json!([]),
+        json!([1, 2]),
+        json!([[]]),
+        json!({}),
+        json!({"a": {"b": []}}),
+        json!(true),
+        json!(["\u{0}", "\u{FFFF}"]),
+        json!([{"role": "user"}]),
+        json!([{"role": "user", "content": [{"type": "image_url"}]}]),
+        json!({"99999999999": 1}),
+        json!({"3": -1e9}),
+    ];
+    let fields = [
+        "prompt",
+        "messages",
+        "max_tokens",
+        "temperature",
+        "top_p",
+        "seed",
+        "stop",
+        "stream",
+        "stream_options",
+        "n",
+        "logit_bias",
+        "max_completion_tokens",
+    ];
+    let rt = runtime();
+    let mut statuses = std::collections::BTreeMap::new();
+    for case in 0..240 {
+        let chat = case % 2 == 1;
+        let mut body = if chat {
+            json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4, "temperature": 0})
+        } else {
+            json!({"prompt": "hi", "max_tokens": 4, "temperature": 0})
+        };
+        body[fields[next(fields.len())]] = values[next(values.len())].clone();
+        let mut bytes = body.to_string().into_bytes();
+        if next(4) == 0 {
+            bytes.truncate(next(bytes.len()));
+        }
+        let path = if chat { "/v1/chat/completions" } else { "/v1/completions" };
+        let (status, text) = rt.block_on(async {
+            let r = client().post(server.url(path)).header("content-type", "application/json").body(bytes.clone()).send().await;
+            let r = r.unwrap_or_else(|e| panic!("case {case} {}: no answer: {e}", String::from_utf8_lossy(&bytes)));
+            (r.status().as_u16(), r.text().await.unwrap())
+        });
+        *statuses.entry(status).or_insert(0) += 1;
+        match status {
+            200 => assert!(text.starts_with('{') || text.starts_with("data: "), "case {case}: {text}"),
+            400 | 413 => {
+                let v: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("case {case}: not JSON: {text}"));
+                assert!(v["error"]["message"].is_string(), "case {case}: {text}");
+            }
+            s => panic!("case {case} {}: status {s}: {text}", String::from_utf8_lossy(&bytes)),
+        }
+    }
+    assert!(statuses.get(&200).is_some_and(|&n| n > 10) && statuses.get(&400).is_some_and(|&n| n > 10), "{statuses:?}");
+    assert!(server.alive());
+}
