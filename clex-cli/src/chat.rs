@@ -44,8 +44,9 @@ pub struct ChatArgs {
     /// Most tokens in the whole conversation (default: P·T_max for CLEX, else no limit).
     #[arg(long)]
     max_seq_len: Option<usize>,
-    /// Prefill the whole conversation every turn instead of reusing the cache (slower; a
-    /// check that reuse changes nothing).
+    /// Prefill the whole conversation every turn instead of reusing the cache (slower; equal
+    /// to reuse except under CLEX with the reference policy, where cached keys and values of
+    /// earlier turns keep the θ and λ they were made with).
     #[arg(long)]
     no_reuse: bool,
     #[command(flatten)]

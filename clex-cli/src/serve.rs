@@ -126,6 +126,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         template,
         stop_tokens,
         bos,
+        vocab: config.vocab_size,
         model_id: model_id.clone(),
         api_key: args.api_key.clone().or_else(|| std::env::var("CLEX_API_KEY").ok().filter(|k| !k.is_empty())),
         max_body_bytes: args.max_body_bytes,
@@ -140,8 +141,15 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             "clex serve: {model_id} on backend {}, {parallel} parallel, context {context}; listening on http://{bound}",
             backend::name()
         );
+        // Ctrl-C: stop taking connections and let requests in flight finish; a second
+        // Ctrl-C exits at once.
         let shutdown = async {
             let _ = tokio::signal::ctrl_c().await;
+            eprintln!("clex serve: shutting down after the requests in flight (Ctrl-C again to exit now)");
+            tokio::spawn(async {
+                let _ = tokio::signal::ctrl_c().await;
+                std::process::exit(130);
+            });
         };
         clex_serve::serve(listener, app, shutdown).await.context("serving")
     })

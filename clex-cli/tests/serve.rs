@@ -131,6 +131,10 @@ fn every_endpoint_answers_in_openai_shapes() {
         let one = client().get(server.url(&format!("/v1/models/{id}"))).send().await.unwrap();
         assert_eq!(one.status(), 200);
         assert_eq!(client().get(server.url("/v1/models/other")).send().await.unwrap().status(), 404);
+        let wrong_method = client().get(server.url("/v1/chat/completions")).send().await.unwrap();
+        assert_eq!(wrong_method.status(), 405);
+        let body: Value = wrong_method.json().await.unwrap();
+        assert!(body["error"]["message"].is_string(), "{body}");
 
         // Completions, whole and streamed: the same greedy text.
         let body = json!({"model": id, "prompt": "ROMEO:", "max_tokens": 40, "temperature": 0});

@@ -17,8 +17,9 @@ use crate::sampling::{Sampler, SamplingParams};
 /// and λ of the whole input's length, so the result equals one forward over it.
 pub const PREFILL_CHUNK: usize = 512;
 
-/// Most new tokens [`Session::generate`] reserves cache room for ahead.
-const RESERVE_NEW_TOKENS: usize = 8192;
+/// Most new tokens [`Session::generate`] reserves cache room for ahead (beyond, the cache
+/// grows by quarters as it fills).
+pub const RESERVE_NEW_TOKENS: usize = 8192;
 
 /// A model and the KV cache of one sequence. A clone shares the cache's buffers until one
 /// of the two writes (then that one copies them once) and goes on independently.
@@ -167,6 +168,8 @@ impl<'m, B: ClexBackend> Session<'m, B> {
     /// One decode step of several sessions on the same model, run as one batch
     /// ([`CausalLm::step_rows`]): appends `ids[i]` to `sessions[i]` and returns each one's
     /// next-token logits, `[vocab]` per session. Each keeps its own cache, position and t.
+    /// After an error the sessions' caches may hold the step and their tokens not: reset
+    /// them.
     pub fn step_batch(sessions: &mut [&mut Session<'m, B>], ids: &[u32]) -> Result<Vec<Vec<f32>>, ModelError> {
         let Some(first) = sessions.first() else {
             return Ok(Vec::new());

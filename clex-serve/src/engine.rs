@@ -14,7 +14,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 
 use clex_core::ClexBackend;
-use clex_models::{CachePolicy, CausalLm, Sampler, SamplingParams, Session, TextStream};
+use clex_models::session::RESERVE_NEW_TOKENS;
+use clex_models::{CachePolicy, CausalLm, ModelError, Sampler, SamplingParams, Session, TextStream};
 use tokenizers::Tokenizer;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
@@ -114,6 +115,15 @@ impl Drop for Slot {
     }
 }
 
+/// Clears the engine's liveness flag when its thread ends, however it ends.
+struct Alive(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for Alive {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
+}
+
 struct Job {
     request: GenRequest,
     events: UnboundedSender<Event>,
@@ -123,6 +133,8 @@ struct Job {
 #[derive(Debug)]
 pub struct Engine {
     jobs: mpsc::Sender<Job>,
+    /// Cleared when the engine thread ends (it panicked).
+    alive: Arc<std::sync::atomic::AtomicBool>,
     in_flight: Arc<AtomicUsize>,
     limit: usize,
     config: EngineConfig,
@@ -137,12 +149,22 @@ impl Engine {
     {
         let (jobs, rx) = mpsc::channel();
         let loop_config = config.clone();
+        let alive = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let flag = Alive(alive.clone());
         std::thread::Builder::new()
             .name("clex-engine".into())
-            .spawn(move || run(&model, &tokenizer, &loop_config, rx))
+            .spawn(move || {
+                let _flag = flag;
+                run(&model, &tokenizer, &loop_config, rx)
+            })
             .expect("spawning the engine thread");
         let limit = config.max_batch.max(1) + config.max_queue;
-        Engine { jobs, in_flight: Arc::new(AtomicUsize::new(0)), limit, config }
+        Engine { jobs, alive, in_flight: Arc::new(AtomicUsize::new(0)), limit, config }
+    }
+
+    /// The engine thread is running (false once it ended on a panic).
+    pub fn is_alive(&self) -> bool {
+        self.alive.load(Ordering::SeqCst)
     }
 
     /// The engine's settings.
@@ -281,13 +303,19 @@ fn run<B: ClexBackend>(model: &CausalLm<B>, tokenizer: &Tokenizer, config: &Engi
         while running.len() + prefilling.len() < config.max_batch.max(1) {
             let Some(job) = waiting.pop_front() else { break };
             let mut session = Session::new(model, config.policy);
-            session.reserve((job.request.prompt.len() + job.request.max_tokens).min(config.context));
+            let new = job.request.max_tokens.min(RESERVE_NEW_TOKENS);
+            session.reserve((job.request.prompt.len() + new).min(config.context));
             prefilling.push_back(Prefilling { job, session, done: 0 });
         }
         if let Some(mut p) = prefilling.pop_front() {
             let prompt = &p.job.request.prompt;
             let end = (p.done + config.prefill_chunk.max(1)).min(prompt.len());
-            match p.session.prefill_part(&prompt[p.done..end], prompt.len()) {
+            let part = &prompt[p.done..end];
+            let session = &mut p.session;
+            // A panic in the model fails this request, not the server.
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| session.prefill_part(part, prompt.len())))
+                .unwrap_or_else(|_| Err(ModelError::Invalid("the model panicked on this prompt".into())));
+            match result {
                 Ok(logits) if end == prompt.len() => {
                     if let Some(r) = start(p.job, p.session, tokenizer, logits, config.context) {
                         running.push(r);
@@ -315,7 +343,9 @@ fn run<B: ClexBackend>(model: &CausalLm<B>, tokenizer: &Tokenizer, config: &Engi
         }
         let ids: Vec<u32> = running.iter().map(|r| r.next).collect();
         let mut sessions: Vec<&mut Session<'_, B>> = running.iter_mut().map(|r| &mut r.session).collect();
-        match Session::step_batch(&mut sessions, &ids) {
+        let step = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Session::step_batch(&mut sessions, &ids)))
+            .unwrap_or_else(|_| Err(ModelError::Invalid("the model panicked in a decode step".into())));
+        match step {
             Ok(logits) => {
                 let rows = running.len();
                 let mut keep = Vec::with_capacity(rows);

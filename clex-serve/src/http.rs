@@ -41,6 +41,8 @@ pub struct App {
     pub stop_tokens: Vec<u32>,
     /// Prepended to completion prompts (the model's BOS when it adds one).
     pub bos: Option<u32>,
+    /// The model's vocabulary size: token ids in prompts and `logit_bias` must be below it.
+    pub vocab: usize,
     /// The name `/v1/models` lists and responses carry.
     pub model_id: String,
     /// Required bearer token for `/v1/*`.
@@ -60,10 +62,11 @@ pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/v1/models", get(models))
-        .route("/v1/models/{id}", get(model))
+        .route("/v1/models/{*id}", get(model))
         .route("/v1/completions", post(completions))
         .route("/v1/chat/completions", post(chat_completions))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
         .with_state(app)
 }
@@ -87,8 +90,17 @@ fn response_id(prefix: &str) -> String {
     format!("{prefix}-{:x}{:06x}", now(), NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
-async fn health() -> Response {
-    json_response(StatusCode::OK, &json!({"status": "ok"}))
+/// 200 while the engine runs; 503 once it has stopped (a panic in the model).
+async fn health(State(app): State<Arc<App>>) -> Response {
+    if app.engine.is_alive() {
+        json_response(StatusCode::OK, &json!({"status": "ok"}))
+    } else {
+        json_response(StatusCode::SERVICE_UNAVAILABLE, &json!({"status": "error", "message": "the engine thread stopped"}))
+    }
+}
+
+async fn method_not_allowed() -> Response {
+    error_response(&ApiError::new(405, "invalid_request_error", "this route does not take that method").with_code("method_not_allowed"))
 }
 
 async fn not_found() -> Response {
@@ -149,13 +161,18 @@ enum Kind {
 }
 
 async fn completions(State(app): State<Arc<App>>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
-    let prepared = authorize(&app, &headers).and_then(|()| {
+    if let Err(e) = authorize(&app, &headers) {
+        return error_response(&e);
+    }
+    // Parsing and tokenizing a large body is CPU work: off the async workers.
+    let worker = app.clone();
+    let prepared = tokio::task::spawn_blocking(move || {
+        let app = worker;
         let request = openai::completion_request(&body_object(&app, body)?)?;
         let prompt = match request.prompt {
             Prompt::Tokens(ids) => {
-                let vocab = app.tokenizer.get_vocab_size(true);
-                if let Some(bad) = ids.iter().find(|&&t| t as usize >= vocab) {
-                    return Err(ApiError::invalid("prompt", format!("token id {bad} is outside the vocabulary of {vocab}")));
+                if let Some(bad) = ids.iter().find(|&&t| t as usize >= app.vocab) {
+                    return Err(ApiError::invalid("prompt", format!("token id {bad} is outside the model's vocabulary of {}", app.vocab)));
                 }
                 ids
             }
@@ -168,15 +185,22 @@ async fn completions(State(app): State<Arc<App>>, headers: HeaderMap, body: Resu
             }
         };
         Ok((prompt, request.common))
-    });
+    })
+    .await
+    .unwrap_or_else(|_| Err(ApiError::new(500, "server_error", "preparing the request failed")));
     match prepared {
-        Ok((prompt, common)) => generate(app, Kind::Completion, prompt, common, 16).await,
+        Ok((prompt, common)) => generate(app, Kind::Completion, prompt, common, Some(16)).await,
         Err(e) => error_response(&e),
     }
 }
 
 async fn chat_completions(State(app): State<Arc<App>>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
-    let prepared = authorize(&app, &headers).and_then(|()| {
+    if let Err(e) = authorize(&app, &headers) {
+        return error_response(&e);
+    }
+    let worker = app.clone();
+    let prepared = tokio::task::spawn_blocking(move || {
+        let app = worker;
         let request = openai::chat_request(&body_object(&app, body)?)?;
         let template = app.template.as_ref().ok_or_else(|| {
             ApiError::new(
@@ -188,9 +212,11 @@ async fn chat_completions(State(app): State<Arc<App>>, headers: HeaderMap, body:
         let text = template.render(&request.messages, true).map_err(|e| ApiError::invalid("messages", e.to_string()))?;
         // The template writes the special tokens itself, as transformers' apply_chat_template.
         Ok((tokenize(&app, &text, false)?, request.common))
-    });
+    })
+    .await
+    .unwrap_or_else(|_| Err(ApiError::new(500, "server_error", "preparing the request failed")));
     match prepared {
-        Ok((prompt, common)) => generate(app, Kind::Chat, prompt, common, usize::MAX).await,
+        Ok((prompt, common)) => generate(app, Kind::Chat, prompt, common, None).await,
         Err(e) => error_response(&e),
     }
 }
@@ -201,42 +227,49 @@ fn tokenize(app: &App, text: &str, special: bool) -> Result<Vec<u32>, ApiError> 
 }
 
 /// Checks the prompt against the context and memory, queues the request, and answers with
-/// the whole completion or a stream of chunks.
-async fn generate(app: Arc<App>, kind: Kind, prompt: Vec<u32>, common: Common, default_max: usize) -> Response {
+/// the whole completion or a stream of chunks. `default_max`: new tokens when the request
+/// names none (`None`: as many as the context and the memory one request may use allow).
+async fn generate(app: Arc<App>, kind: Kind, prompt: Vec<u32>, common: Common, default_max: Option<usize>) -> Response {
     let context = app.engine.config().context;
     let param = if kind == Kind::Chat { "messages" } else { "prompt" };
     if prompt.is_empty() {
         return error_response(&ApiError::invalid(param, "the prompt has no tokens"));
     }
+    let too_long =
+        |message: String| error_response(&ApiError::new(413, "invalid_request_error", message).with_code("context_length_exceeded"));
     if prompt.len() >= context {
-        return error_response(
-            &ApiError::new(
-                413,
-                "invalid_request_error",
-                format!("the prompt is {} tokens; this server's context is {context} tokens", prompt.len()),
-            )
-            .with_code("context_length_exceeded"),
-        );
+        return too_long(format!("the prompt is {} tokens; this server's context is {context} tokens", prompt.len()));
     }
-    let max_tokens = common.max_tokens.unwrap_or(default_max).min(context - prompt.len());
-    if let Some(MemoryLimit { need, budget }) = &app.memory {
-        let bytes = need(prompt.len(), prompt.len() + max_tokens);
-        if bytes > *budget {
-            return error_response(
-                &ApiError::new(
-                    413,
-                    "invalid_request_error",
-                    format!(
-                        "{} prompt tokens and {max_tokens} new tokens need about {} MiB; one request may use {} MiB (lower max_tokens)",
-                        prompt.len(),
-                        bytes >> 20,
-                        budget >> 20
-                    ),
-                )
-                .with_code("context_length_exceeded"),
-            );
+    let room = context - prompt.len();
+    let fits = |new: usize| app.memory.as_ref().is_none_or(|m| (m.need)(prompt.len(), prompt.len() + new) <= m.budget);
+    let max_tokens = match common.max_tokens.or(default_max) {
+        Some(asked) => {
+            let n = asked.min(room);
+            if !fits(n) {
+                let m = app.memory.as_ref().expect("only a memory limit refuses");
+                let bytes = (m.need)(prompt.len(), prompt.len() + n);
+                return too_long(format!(
+                    "{} prompt tokens and {n} new tokens need about {} MiB; one request may use {} MiB (lower max_tokens)",
+                    prompt.len(),
+                    bytes >> 20,
+                    m.budget >> 20
+                ));
+            }
+            n
         }
-    }
+        // The most new tokens that fit (the estimate grows with the total).
+        None => {
+            if !fits(1) {
+                return too_long(format!("the prompt of {} tokens does not fit the memory one request may use", prompt.len()));
+            }
+            let (mut lo, mut hi) = (1, room);
+            while lo < hi {
+                let mid = lo + (hi - lo).div_ceil(2);
+                if fits(mid) { lo = mid } else { hi = mid - 1 }
+            }
+            lo
+        }
+    };
     let sampling = SamplingParams {
         temperature: common.temperature,
         top_k: None,
@@ -245,9 +278,11 @@ async fn generate(app: Arc<App>, kind: Kind, prompt: Vec<u32>, common: Common, d
         repeat_last_n: 0,
         seed: common.seed.unwrap_or_else(rand::random),
     };
-    let vocab = app.tokenizer.get_vocab_size(true);
-    if let Some((bad, _)) = common.logit_bias.iter().find(|(t, _)| *t as usize >= vocab) {
-        return error_response(&ApiError::invalid("logit_bias", format!("token id {bad} is outside the vocabulary of {vocab}")));
+    if let Some((bad, _)) = common.logit_bias.iter().find(|(t, _)| *t as usize >= app.vocab) {
+        return error_response(&ApiError::invalid(
+            "logit_bias",
+            format!("token id {bad} is outside the model's vocabulary of {}", app.vocab),
+        ));
     }
     let id = response_id(if kind == Kind::Chat { "chatcmpl" } else { "cmpl" });
     let request = GenRequest {

@@ -4,6 +4,9 @@
 use clex_models::ChatMessage;
 use serde_json::{Map, Value, json};
 
+/// Longest stop sequence: each generated token is matched against the stops' prefixes.
+pub const MAX_STOP_BYTES: usize = 1024;
+
 /// A request the server refuses, as OpenAI's error body says it.
 #[derive(Debug, Clone)]
 pub struct ApiError {
@@ -176,6 +179,9 @@ fn common(map: &Map<String, Value>, max_tokens_keys: &[&str]) -> Result<Common, 
     if stop.iter().any(String::is_empty) {
         return Err(ApiError::invalid("stop", "'stop' sequences must not be empty"));
     }
+    if let Some(long) = stop.iter().find(|s| s.len() > MAX_STOP_BYTES) {
+        return Err(ApiError::invalid("stop", format!("'stop' sequences are at most {MAX_STOP_BYTES} bytes, got {}", long.len())));
+    }
     let stream = boolean(map, "stream")?.unwrap_or(false);
     let include_usage = match map.get("stream_options") {
         None | Some(Value::Null) => false,
@@ -309,6 +315,7 @@ mod tests {
             (json!({"prompt": "a", "max_tokens": -3}), "max_tokens"),
             (json!({"prompt": "a", "stop": ["a", "b", "c", "d", "e"]}), "stop"),
             (json!({"prompt": "a", "stop": [""]}), "stop"),
+            (json!({"prompt": "a", "stop": "s".repeat(MAX_STOP_BYTES + 1)}), "stop"),
             (json!({"prompt": "a", "n": 2}), "n"),
             (json!({"prompt": "a", "stream": "yes"}), "stream"),
             (json!({"prompt": ["a", "b"]}), "prompt"),

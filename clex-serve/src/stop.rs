@@ -32,11 +32,14 @@ impl StopStrings {
             self.held.clear();
             return Released { text, stopped: true };
         }
-        // Keep the longest tail that is a proper prefix of some stop sequence.
+        // Keep the longest tail that is a proper prefix of some stop sequence (only tails
+        // shorter than the longest stop can be).
+        let longest = self.stops.iter().map(String::len).max().unwrap_or(0);
         let keep_from = self
             .held
             .char_indices()
             .map(|(i, _)| i)
+            .filter(|&i| self.held.len() - i < longest)
             .find(|&i| self.stops.iter().any(|s| s.starts_with(&self.held[i..])))
             .unwrap_or(self.held.len());
         let text = self.held[..keep_from].to_string();
