@@ -281,14 +281,7 @@ pub struct Block<B: Backend> {
 impl<B: ClexBackend> Block<B> {
     /// # Shapes
     /// - `x`: `[batch, seq, hidden]` → `[batch, seq, hidden]`
-    pub fn forward(
-        &self,
-        x: Tensor<B, 3>,
-        act: Activation,
-        rot: &RotaryBatch<B>,
-        kv: LayerCache<'_, B>,
-        mask: &KeyMask,
-    ) -> Tensor<B, 3> {
+    pub fn forward(&self, x: Tensor<B, 3>, act: Activation, rot: &RotaryBatch<B>, kv: LayerCache<'_, B>, mask: &KeyMask) -> Tensor<B, 3> {
         self.forward_routed(x, act, rot, kv, mask, None)
     }
 

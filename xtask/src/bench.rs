@@ -12,6 +12,8 @@
 //!
 //! `--long` runs the long-context suite instead (SmolLM2-135M at 512 to 32k tokens, against
 //! transformers eager and sdpa with `--vs-torch`; [`long`]), into its own generated section.
+//! `--serve` measures `clex serve` under load instead ([`serve`]): requests/s and tokens/s of
+//! 1, 4 and 16 concurrent clients against as many requests in sequence.
 
 mod long;
 mod long_report;
@@ -19,6 +21,7 @@ mod machine;
 mod models;
 mod report;
 mod results;
+mod serve;
 mod worker;
 
 use std::collections::BTreeMap;
@@ -54,6 +57,11 @@ pub struct BenchArgs {
     /// CLEX overhead. Writes its own generated section ("Long context").
     #[arg(long)]
     long: bool,
+    /// The serving load benchmark instead: `clex serve` on SmolLM2-135M-Instruct (`cargo xtask
+    /// fetch-smollm2`), 1, 4 and 16 clients (--quick: 1 and 4) sending at once against as many
+    /// requests in sequence. Writes its own generated section ("Serving").
+    #[arg(long, conflicts_with_all = ["long", "vs_torch"])]
+    serve: bool,
     /// --long: prompt lengths [default: 512,2048,8192,16384,32768; --quick: 256,1024].
     #[arg(long, value_delimiter = ',', requires = "long")]
     contexts: Option<Vec<usize>>,
@@ -61,7 +69,7 @@ pub struct BenchArgs {
     #[arg(long, requires = "long")]
     model: Option<PathBuf>,
     /// Runs of every configuration; tables give the median and the range [default: 3;
-    /// --quick: 2; --long: 1].
+    /// --quick: 2; --long and --serve: 1].
     #[arg(long)]
     runs: Option<usize>,
     /// The markdown file whose generated section is (re)written [default: BENCHMARKS.md].
@@ -120,6 +128,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
     if args.long {
         return long::run(&args, threads);
+    }
+    if args.serve {
+        return serve::run(&args, threads);
     }
     let plan = Plan {
         quick: args.quick,
