@@ -187,12 +187,7 @@ impl LongReport {
     pub fn markdown(&self) -> String {
         let mut s = String::new();
         let m = &self.machine;
-        let date = std::process::Command::new("date")
-            .args(["-u", "+%Y-%m-%d %H:%M UTC"])
-            .output()
-            .ok()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-            .unwrap_or_default();
+        let date = super::machine::utc_now();
         let f = &self.facts;
         // Parameters as a worker counted them; else from the f32 weight file.
         let params = self.outcomes.values().flatten().find_map(Outcome::done).map(|r| r.params).unwrap_or(f.weight_bytes / 4);
@@ -210,15 +205,9 @@ impl LongReport {
         );
         let _ = writeln!(
             s,
-            "Machine: {}, {} logical CPUs ({}), {:.1} GiB RAM, {}, {}. 1-minute load average {:.2} at the start and {:.2} at \
-             the end. Read bandwidth ({} threads, the better of a measurement at the start and one at the end): \
-             {:.2} GB/s.\n",
-            m.cpu,
-            m.cores,
-            m.simd,
-            m.memory_bytes as f64 / (1u64 << 30) as f64,
-            m.os,
-            m.rustc,
+            "{} 1-minute load average {:.2} at the start and {:.2} at the end. Read bandwidth ({} threads, the better \
+             of a measurement at the start and one at the end): {:.2} GB/s.\n",
+            m.summary(),
             m.load.0,
             m.load.1,
             self.plan.threads,

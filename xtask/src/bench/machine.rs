@@ -69,6 +69,29 @@ impl Machine {
             load: (load_average(), f64::NAN),
         }
     }
+
+    /// "Machine: CPU, N logical CPUs (SIMD), X GiB RAM, OS, rustc." as every report opens.
+    pub fn summary(&self) -> String {
+        format!(
+            "Machine: {}, {} logical CPUs ({}), {:.1} GiB RAM, {}, {}.",
+            self.cpu,
+            self.cores,
+            self.simd,
+            self.memory_bytes as f64 / (1u64 << 30) as f64,
+            self.os,
+            self.rustc
+        )
+    }
+}
+
+/// The time now, "YYYY-MM-DD HH:MM UTC" (empty if `date` fails), for report headers.
+pub fn utc_now() -> String {
+    std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
 }
 
 /// Peak resident set size of this process so far (VmHWM), bytes.

@@ -147,12 +147,7 @@ impl Report {
     pub fn markdown(&self) -> String {
         let mut s = String::new();
         let m = &self.machine;
-        let date = std::process::Command::new("date")
-            .args(["-u", "+%Y-%m-%d %H:%M UTC"])
-            .output()
-            .ok()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-            .unwrap_or_default();
+        let date = super::machine::utc_now();
         let _ = writeln!(s, "{BEGIN}");
         let _ = writeln!(s, "## Whole models: `{}`\n", self.command);
         let _ = writeln!(
@@ -161,16 +156,7 @@ impl Report {
              tables give the median and, in parentheses, the range over runs).\n",
             self.minutes, self.command, self.runs, self.threads
         );
-        let _ = writeln!(
-            s,
-            "Machine: {}, {} logical CPUs ({}), {:.1} GiB RAM, {}, {}.",
-            m.cpu,
-            m.cores,
-            m.simd,
-            m.memory_bytes as f64 / (1u64 << 30) as f64,
-            m.os,
-            m.rustc
-        );
+        let _ = writeln!(s, "{}", m.summary());
         let _ = writeln!(
             s,
             "1-minute load average {:.2} at the start and {:.2} at the end: above the {} cores means other processes \

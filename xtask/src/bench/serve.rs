@@ -535,12 +535,7 @@ impl ServeReport {
     pub fn markdown(&self) -> String {
         let mut s = String::new();
         let (m, p) = (&self.machine, &self.plan);
-        let date = std::process::Command::new("date")
-            .args(["-u", "+%Y-%m-%d %H:%M UTC"])
-            .output()
-            .ok()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-            .unwrap_or_default();
+        let date = super::machine::utc_now();
         let prompt_tokens: Vec<usize> = self.measurements.iter().flat_map(|m| m.prompt_tokens.iter().copied()).collect();
         let (lo, hi) = (prompt_tokens.iter().min().copied().unwrap_or(0), prompt_tokens.iter().max().copied().unwrap_or(0));
         let _ = writeln!(s, "{BEGIN}");
@@ -557,14 +552,9 @@ impl ServeReport {
         );
         let _ = writeln!(
             s,
-            "Machine: {}, {} logical CPUs ({}), {:.1} GiB RAM, {}, {}. 1-minute load average {:.2} at the start and {:.2} at \
-             the end. The clients ran on the same machine as the server.\n",
-            m.cpu,
-            m.cores,
-            m.simd,
-            m.memory_bytes as f64 / (1u64 << 30) as f64,
-            m.os,
-            m.rustc,
+            "{} 1-minute load average {:.2} at the start and {:.2} at the end. The clients ran on the same machine as \
+             the server.\n",
+            m.summary(),
             m.load.0,
             m.load.1
         );
