@@ -279,31 +279,8 @@ impl<E: Elem> Ctx<'_, '_, E> {
             }
             let s = &mut scores[..rows * len];
             if rows >= GEMM_ROWS {
-                // s[rows, len] = q[rows, d] · kt[len, d]ᵀ
-                // SAFETY: the pointers cover the stated dims and strides.
-                unsafe {
-                    gemm::gemm(
-                        rows,
-                        len,
-                        d,
-                        s.as_mut_ptr(),
-                        1,
-                        len as isize,
-                        false,
-                        q.as_ptr(),
-                        1,
-                        d as isize,
-                        kt.as_ptr(),
-                        d as isize,
-                        1,
-                        0.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
-                    );
-                }
+                // s[rows, len] = q[rows, d] · kt[len, d]ᵀ (kt read column by column)
+                small_gemm(rows, len, d, s, false, &q, &kt, 1, d);
             } else {
                 for r in 0..rows {
                     let qr = &q[r * d..(r + 1) * d];
@@ -341,30 +318,7 @@ impl<E: Elem> Ctx<'_, '_, E> {
             }
             if rows >= GEMM_ROWS {
                 // acc[rows, d] += s[rows, len] · vt[len, d]
-                // SAFETY: the pointers cover the stated dims and strides.
-                unsafe {
-                    gemm::gemm(
-                        rows,
-                        d,
-                        len,
-                        part.acc.as_mut_ptr(),
-                        1,
-                        d as isize,
-                        true,
-                        s.as_ptr(),
-                        1,
-                        len as isize,
-                        vt.as_ptr(),
-                        1,
-                        d as isize,
-                        1.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
-                    );
-                }
+                small_gemm(rows, d, len, &mut part.acc, true, s, &vt, d, 1);
             } else {
                 for r in 0..rows {
                     let acc = &mut part.acc[r * d..(r + 1) * d];
@@ -491,6 +445,40 @@ fn write_rows<E: Elem>(cache: &mut FlexTensor, new: &FlexTensor, at: usize) -> b
         dst[(b * cap + at) * width..][..seq * width].copy_from_slice(&src[b * seq * width..][..seq * width]);
     }
     true
+}
+
+/// `dst[m, n] = (dst if accumulate) + lhs[m, k] · R` on one thread through the `gemm` crate
+/// (the one burn-flex's matmul uses), all row-major with row strides `n` and `k`, where
+/// element (l, j) of R `[k, n]` is `rhs[l * rhs_row + j * rhs_col]`. The bounds the raw
+/// pointers rely on are checked here, once for both products of the kernel.
+#[allow(clippy::too_many_arguments)]
+fn small_gemm(m: usize, n: usize, k: usize, dst: &mut [f32], accumulate: bool, lhs: &[f32], rhs: &[f32], rhs_row: usize, rhs_col: usize) {
+    assert!(m > 0 && n > 0 && k > 0 && dst.len() >= m * n && lhs.len() >= m * k);
+    assert!((k - 1) * rhs_row + (n - 1) * rhs_col < rhs.len());
+    // SAFETY: the asserts above keep every index the dims and strides reach inside the slices.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            lhs.as_ptr(),
+            1,
+            k as isize,
+            rhs.as_ptr(),
+            rhs_col as isize,
+            rhs_row as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
 }
 
 #[cfg(test)]
