@@ -155,15 +155,21 @@ pub fn hf_config(g: &GgufFile) -> Result<Value, ModelError> {
     // llama.cpp drops `output.weight` when the head is the embedding.
     c.insert("tie_word_embeddings", json!(!has("output.weight")));
     c.insert("torch_dtype", json!("float32"));
+    insert_special_token_ids(g, &mut c)?;
+    Ok(json!(c))
+}
+
+/// `llama.rope.scaling.*` as an HF `rope_scaling` block (null when absent or `none`).
+/// The BOS, EOS and padding ids a GGUF's tokenizer metadata names, under their HF keys.
+pub(crate) fn insert_special_token_ids(g: &GgufFile, c: &mut BTreeMap<&str, Value>) -> Result<(), ModelError> {
     for (key, hf) in [("bos_token_id", "bos_token_id"), ("eos_token_id", "eos_token_id"), ("padding_token_id", "pad_token_id")] {
         if let Some(id) = g.u64_opt(&format!("tokenizer.ggml.{key}"))? {
             c.insert(hf, json!(id));
         }
     }
-    Ok(json!(c))
+    Ok(())
 }
 
-/// `llama.rope.scaling.*` as an HF `rope_scaling` block (null when absent or `none`).
 fn rope_scaling(g: &GgufFile) -> Result<Value, ModelError> {
     let kind = g.str_opt("llama.rope.scaling.type")?;
     let factor = g.f64_opt("llama.rope.scaling.factor")?.or(g.f64_opt("llama.rope.scale_linear")?);

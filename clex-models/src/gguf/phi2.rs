@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
+use super::llama::insert_special_token_ids;
 use super::reader::GgufFile;
 use crate::error::{GgufError, ModelError};
 use crate::weights::HostTensor;
@@ -107,11 +108,7 @@ pub fn hf_config(g: &GgufFile) -> Result<Value, ModelError> {
     c.insert("qk_layernorm", json!(false));
     c.insert("tie_word_embeddings", json!(!has("output.weight")));
     c.insert("torch_dtype", json!("float32"));
-    for (key, hf) in [("bos_token_id", "bos_token_id"), ("eos_token_id", "eos_token_id"), ("padding_token_id", "pad_token_id")] {
-        if let Some(id) = g.u64_opt(&format!("tokenizer.ggml.{key}"))? {
-            c.insert(hf, json!(id));
-        }
-    }
+    insert_special_token_ids(g, &mut c)?;
     Ok(json!(c))
 }
 
