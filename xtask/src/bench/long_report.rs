@@ -94,6 +94,17 @@ impl LongReport {
     }
 
     /// f(ours) / f(other), run by run over the runs where both completed.
+    /// transformers eager and sdpa, and ours over each: " a | b | ours/a | ours/b |".
+    fn torch_cells(&self, context: usize, digits: usize, f: impl Fn(&LongResult) -> f64 + Copy) -> String {
+        format!(
+            " {} | {} | {} | {} |",
+            self.cell(context, "eager", digits, f),
+            self.cell(context, "sdpa", digits, f),
+            show(self.ratio(context, "eager", f), 2),
+            show(self.ratio(context, "sdpa", f), 2)
+        )
+    }
+
     fn ratio(&self, context: usize, other: &str, f: impl Fn(&LongResult) -> f64) -> Option<Spread> {
         let v: Vec<f64> =
             self.of(context, "ours").iter().zip(self.of(context, other)).filter_map(|(a, b)| Some(f(a.done()?) / f(b.done()?))).collect();
@@ -267,13 +278,7 @@ impl LongReport {
         for &c in &self.plan.contexts {
             let mut row = format!("| {c} | {} |", self.cell(c, "ours", 1, LongResult::prefill_tps));
             if self.vs_torch {
-                row.push_str(&format!(
-                    " {} | {} | {} | {} |",
-                    self.cell(c, "eager", 1, LongResult::prefill_tps),
-                    self.cell(c, "sdpa", 1, LongResult::prefill_tps),
-                    show(self.ratio(c, "eager", LongResult::prefill_tps), 2),
-                    show(self.ratio(c, "sdpa", LongResult::prefill_tps), 2)
-                ));
+                row.push_str(&self.torch_cells(c, 1, LongResult::prefill_tps));
             }
             row.push_str(&format!(" {} |", show(self.clex_prefill_ratio(c), 3)));
             let _ = writeln!(s, "{row}");
@@ -295,13 +300,7 @@ impl LongReport {
         for &c in &self.plan.contexts {
             let mut row = format!("| {c} | {} |", self.cell(c, "ours", 2, LongResult::decode_tps));
             if self.vs_torch {
-                row.push_str(&format!(
-                    " {} | {} | {} | {} |",
-                    self.cell(c, "eager", 2, LongResult::decode_tps),
-                    self.cell(c, "sdpa", 2, LongResult::decode_tps),
-                    show(self.ratio(c, "eager", LongResult::decode_tps), 2),
-                    show(self.ratio(c, "sdpa", LongResult::decode_tps), 2)
-                ));
+                row.push_str(&self.torch_cells(c, 2, LongResult::decode_tps));
             }
             row.push_str(&format!(
                 " {:.1} | {} | {} |",
