@@ -109,6 +109,16 @@ fn root() -> PathBuf {
 }
 
 /// The cargo target directory this binary was built into (`<target>/<profile>/xtask`).
+/// Where a bench mode writes: its work directory `<target>/bench/<quick or full name>`
+/// (created) and the report, `--out`, else BENCHMARKS.md in the work directory for --quick
+/// runs and in the repository for full ones.
+fn output_paths(out: Option<&Path>, quick: bool, quick_name: &str, full_name: &str) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let work = target_dir()?.join("bench").join(if quick { quick_name } else { full_name });
+    std::fs::create_dir_all(&work)?;
+    let out = out.map(Path::to_path_buf).unwrap_or_else(|| if quick { work.join("BENCHMARKS.md") } else { root().join("BENCHMARKS.md") });
+    Ok((work, out))
+}
+
 fn target_dir() -> anyhow::Result<PathBuf> {
     if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
         return Ok(PathBuf::from(dir));
@@ -142,9 +152,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         bandwidth_bytes: if args.quick { 256 << 20 } else { 1 << 30 },
     };
     let started = Instant::now();
-    let work = target_dir()?.join("bench").join(if plan.quick { "quick" } else { "full" });
-    std::fs::create_dir_all(&work)?;
-    let out = args.out.clone().unwrap_or_else(|| if plan.quick { work.join("BENCHMARKS.md") } else { root().join("BENCHMARKS.md") });
+    let (work, out) = output_paths(args.out.as_deref(), plan.quick, "quick", "full")?;
     let python = args.vs_torch.then(torch_python).transpose()?;
 
     let mut machine = Machine::detect();

@@ -23,7 +23,7 @@ use super::long_report::{LongReport, ModelFacts};
 use super::machine::{self, Machine};
 use super::results::{LongResult, Outcome};
 use super::worker::Task;
-use super::{BenchArgs, root, target_dir, torch_python};
+use super::{BenchArgs, output_paths, root, torch_python};
 
 /// The contexts of a full `--long` run.
 pub const CONTEXTS: [usize; 5] = [512, 2048, 8192, 16384, 32768];
@@ -250,9 +250,7 @@ pub fn run(args: &BenchArgs, threads: usize) -> anyhow::Result<()> {
         bandwidth_bytes: if args.quick { 256 << 20 } else { 1 << 30 },
     };
     let started = Instant::now();
-    let work = target_dir()?.join("bench").join(if args.quick { "quick-long" } else { "long" });
-    std::fs::create_dir_all(&work)?;
-    let out = args.out.clone().unwrap_or_else(|| if args.quick { work.join("BENCHMARKS.md") } else { root().join("BENCHMARKS.md") });
+    let (work, out) = output_paths(args.out.as_deref(), args.quick, "quick-long", "long")?;
     let python = args.vs_torch.then(torch_python).transpose()?;
     let model = model_dir(args.model.as_deref())?;
     let facts = ModelFacts::read(&model)?;

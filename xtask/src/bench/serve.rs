@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 
 use super::machine::{self, Machine};
 use super::results::Spread;
-use super::{BenchArgs, root, target_dir};
+use super::{BenchArgs, output_paths, root};
 
 /// Marks the start of the serving section; everything outside the markers is kept.
 pub const BEGIN: &str = "<!-- BEGIN cargo xtask bench --serve: generated, edit outside these markers -->";
@@ -424,9 +424,7 @@ pub fn run(args: &BenchArgs, threads: usize) -> anyhow::Result<()> {
         parallel: PARALLEL,
     };
     let gguf = smollm2_gguf()?;
-    let work = target_dir()?.join("bench").join(if args.quick { "quick-serve" } else { "serve" });
-    std::fs::create_dir_all(&work)?;
-    let out = args.out.clone().unwrap_or_else(|| if args.quick { work.join("BENCHMARKS.md") } else { root().join("BENCHMARKS.md") });
+    let (work, out) = output_paths(args.out.as_deref(), args.quick, "quick-serve", "serve")?;
     let clex = build_clex()?;
     let banned = end_tokens(&gguf)?;
 
