@@ -98,6 +98,19 @@ impl<'t> PasskeyTask<'t> {
         Ok((prompt, needle))
     }
 
+    /// A training window of exactly `tokens` tokens in the test's own format: a prompt (key in
+    /// 10000..100000, depth uniform in [0, 1], both from `rng`) followed by the answer
+    /// " KEY." as greedy decoding should produce it. Mixed into training data, it teaches a
+    /// model to retrieve within its training length; the evaluation then asks beyond it.
+    pub fn training_window(&self, tokens: usize, rng: &mut ChaCha8Rng) -> Result<Vec<u32>, EvalError> {
+        let key: u32 = rng.random_range(10000..100000);
+        let depth: f64 = rng.random_range(0.0..=1.0);
+        let answer = self.encode(&format!(" {key}."))?;
+        let (mut window, _) = self.prompt(tokens.saturating_sub(answer.len()), depth, key)?;
+        window.extend_from_slice(&answer);
+        Ok(window)
+    }
+
     /// `trials` attempts at `length` and `depth`, each with a key in 10000..100000 drawn from
     /// `rng`, answered by greedy decoding.
     pub fn run_cell<B: ClexBackend>(

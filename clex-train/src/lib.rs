@@ -6,7 +6,8 @@
 //! - [`metrics`]: burn-train metrics (loss/perplexity per length, tokens/s, t).
 //! - [`step`]: the CLEX train step (t and positions drawn per step, θ(t) differentiable);
 //!   [`precision`]: f16/bf16 compute over f32 master weights.
-//! - [`trainer`]: a whole run ([`loader`] for exact resume, [`checkpoint`] atomic, [`lr_schedule`], [`preset`]);
+//! - [`trainer`]: a whole run ([`loader`] for exact resume, [`checkpoint`] atomic, [`lr_schedule`], [`preset`],
+//!   [`param_groups`] for the ODE's own learning rate);
 //!   [`run_lock`]: one process per run directory.
 
 #![warn(missing_docs)]
@@ -19,6 +20,7 @@ pub mod lr_schedule;
 pub mod metrics;
 pub mod monitor;
 pub mod packing;
+pub mod param_groups;
 pub mod precision;
 pub mod preset;
 pub mod renderer;

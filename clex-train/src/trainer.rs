@@ -24,6 +24,7 @@ use burn::train::metric::{LearningRateMetric, LossMetric};
 use burn::train::{ExecutionStrategy, Learner, LearningComponentsTypes, MultiDeviceOptim, SupervisedTraining};
 use clex_core::ClexBackend;
 use clex_models::{CausalLm, ModelConfig, ModelSource, init_model, save_model};
+use rand::SeedableRng;
 
 use crate::batch::{BatchGroups, LmBatch, LmBatcher};
 use crate::checkpoint::{AtomicRecorder, discard_after, latest_checkpoint, verify_checkpoint, write_durable};
@@ -33,6 +34,7 @@ use crate::lr_schedule::WarmupCosine;
 use crate::metrics::LmMetric;
 use crate::monitor::StepMonitor;
 use crate::packing::pack;
+use crate::param_groups::{OdeLrGroups, ode_lr_ratio};
 use crate::precision::Precision;
 use crate::preset::{Preset, RopeChoice, preset_config};
 use crate::renderer::PlainRenderer;
@@ -73,6 +75,10 @@ pub struct TrainOptions {
     pub checkpoint_every: usize,
     /// Peak learning rate.
     pub lr: f64,
+    /// Peak learning rate of CLEX's ODE parameters (U and D) under the same schedule
+    /// (`--clex-lr`; [`OdeLrGroups`]); `None`: `lr`, as the reference trains them in one group
+    /// with the other weights. Only for models with a CLEX layer.
+    pub clex_lr: Option<f64>,
     /// Warmup micro-batches.
     pub warmup: usize,
     /// AdamW decoupled weight decay.
@@ -92,6 +98,10 @@ pub struct TrainOptions {
     pub plain_progress: bool,
     /// Compute dtype of the train step (master weights and the ODE stay f32).
     pub precision: Precision,
+    /// Fraction of the training windows that are synthetic passkey documents
+    /// ([`clex_eval::passkey::PasskeyTask::training_window`]), added to the corpus's windows;
+    /// 0 trains on the corpus alone. Validation stays on the corpus.
+    pub passkey_fraction: f64,
     /// Mixture-of-experts models: add the router's load-balancing loss
     /// (`router_aux_loss_coef` of the config; [`StepSettings::router_aux_loss`]).
     pub router_aux_loss: bool,
@@ -115,6 +125,7 @@ impl TrainOptions {
             steps: 400,
             checkpoint_every: 100,
             lr: 3e-3,
+            clex_lr: None,
             warmup: 40,
             weight_decay: 0.0,
             grad_clip: Some(1.0),
@@ -124,6 +135,7 @@ impl TrainOptions {
             devices: 1,
             plain_progress: false,
             precision: Precision::F32,
+            passkey_fraction: 0.0,
             router_aux_loss: false,
         }
     }
@@ -142,6 +154,8 @@ pub struct TrainReport {
     pub wall_s: f64,
     /// Tokens in the train and validation splits.
     pub tokens: (usize, usize),
+    /// Training windows: from the corpus, and synthetic passkey ones added to them.
+    pub windows: (usize, usize),
 }
 
 fn log(msg: impl AsRef<str>) {
@@ -219,7 +233,9 @@ pub fn train(opts: &TrainOptions) -> Result<TrainReport, TrainError> {
     let count = |d: &[Vec<u32>]| d.iter().map(Vec::len).sum::<usize>();
     let tokens = (count(&train_tok), count(&valid_tok));
     let l = opts.seq_len;
-    let train_windows = pack(&train_tok, bos, l);
+    let mut train_windows = pack(&train_tok, bos, l);
+    let corpus_windows = train_windows.len();
+    let passkey_windows = add_passkey_windows(&mut train_windows, opts, &tokenizer, bos)?;
     if train_windows.len() < opts.batch_size {
         return Err(TrainError::NotEnoughData(format!(
             "{} training windows of {l} tokens; need at least the batch size {}",
@@ -230,7 +246,7 @@ pub fn train(opts: &TrainOptions) -> Result<TrainReport, TrainError> {
     let valid_at =
         |len: usize| -> Vec<Vec<u32>> { pack(&valid_tok, bos, len).into_iter().take((opts.valid_windows * l / len).max(1)).collect() };
     log(format!(
-        "{} train tokens, {} validation tokens, {} training windows of {l} ({:.1} s)",
+        "{} train tokens, {} validation tokens, {} training windows of {l}, {passkey_windows} of them passkey ({:.1} s)",
         tokens.0,
         tokens.1,
         train_windows.len(),
@@ -238,7 +254,10 @@ pub fn train(opts: &TrainOptions) -> Result<TrainReport, TrainError> {
     ));
 
     let lm = build_model(opts, tokenizer.get_vocab_size(true), bos, &device)?;
-    let optim = optimizer(opts);
+    let optim = OdeLrGroups::new(optimizer(opts), ode_lr_ratio(opts)?);
+    if let Some(ratio) = optim.ratio() {
+        log(format!("CLEX's ODE (U, D) at peak learning rate {:e} ({ratio:.4} x --lr {:e})", opts.lr * ratio, opts.lr));
+    }
     let epochs = opts.steps.div_ceil(opts.checkpoint_every);
     let scheduler = WarmupCosine { peak: opts.lr, min_ratio: 0.1, warmup: opts.warmup, total: epochs * opts.checkpoint_every, step: 0 };
     let resume_from = if opts.resume { latest_checkpoint(&opts.run_dir) } else { None };
@@ -334,7 +353,35 @@ pub fn train(opts: &TrainOptions) -> Result<TrainReport, TrainError> {
         steps: (epochs - first_epoch) * opts.checkpoint_every,
         wall_s: t0.elapsed().as_secs_f64(),
         tokens,
+        windows: (corpus_windows, passkey_windows),
     })
+}
+
+/// Adds synthetic passkey windows of `seq_len + 1` tokens to the corpus's `windows`, so that
+/// `passkey_fraction` of all windows are passkey ones; deterministic in the seed. Returns how
+/// many were added.
+fn add_passkey_windows(
+    windows: &mut Vec<Vec<u32>>,
+    opts: &TrainOptions,
+    tokenizer: &tokenizers::Tokenizer,
+    bos: Option<u32>,
+) -> Result<usize, TrainError> {
+    let f = opts.passkey_fraction;
+    if !(0.0..1.0).contains(&f) {
+        return Err(TrainError::NotEnoughData(format!("passkey fraction {f}: must be in [0, 1)")));
+    }
+    if f == 0.0 {
+        return Ok(0);
+    }
+    let n = (windows.len() as f64 * f / (1.0 - f)).round() as usize;
+    let task = clex_eval::passkey::PasskeyTask::new(tokenizer, bos).map_err(|e| TrainError::Tokenizer(e.to_string()))?;
+    // Its own stream: the corpus's order and CLEX's draws stay those of the seed.
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(opts.seed ^ 0x7061_7373_6b65_7900);
+    for _ in 0..n {
+        let w = task.training_window(opts.seq_len + 1, &mut rng).map_err(|e| TrainError::NotEnoughData(e.to_string()))?;
+        windows.push(w);
+    }
+    Ok(n)
 }
 
 /// The run's optimizer: AdamW (β₂ 0.95, ε 1e-8) with the options' decoupled weight decay
@@ -383,7 +430,7 @@ fn build_model(
     bos: Option<u32>,
     device: &burn::tensor::Device<Training>,
 ) -> Result<CausalLm<Training>, TrainError> {
-    match &opts.init_from {
+    let lm = match &opts.init_from {
         Some(dir) => {
             // A CLEX checkpoint continues with its own layer; any other model continues under
             // the run's rope (a fresh CLEX layer, or a baseline's scaling).
@@ -392,14 +439,22 @@ fn build_model(
                 (RopeChoice::Clex { .. }, true) => source.config().clone(),
                 (rope, _) => source.config().with_rope(&rope.change(), None)?,
             };
-            Ok(source.load_with::<Training>(config, device, DType::F32)?)
+            source.load_with::<Training>(config, device, DType::F32)?
         }
         None => {
             let raw = preset_config(opts.preset, vocab, &opts.rope, opts.rope_theta, bos);
             let cfg = ModelConfig::from_json(raw, Path::new("<preset>"))?;
-            Ok(init_model(cfg, device, opts.seed))
+            init_model(cfg, device, opts.seed)
         }
+    };
+    // A learning rate for parameters the model does not have is a mistake, not a no-op.
+    if let (Some(clex_lr), None) = (opts.clex_lr, &lm.clex_layer) {
+        return Err(TrainError::NotEnoughData(format!(
+            "--clex-lr {clex_lr}: the model has no CLEX layer (rope {:?}); the ODE's learning rate applies to CLEX models only",
+            opts.rope
+        )));
     }
+    Ok(lm)
 }
 
 fn write_summary(run_dir: &Path, validation: &[(usize, f64, usize)]) -> Result<(), TrainError> {

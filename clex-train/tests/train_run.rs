@@ -4,6 +4,8 @@
 //! model's weights; a non-finite loss stops the run with its last checkpoint intact; 2 devices
 //! log the 1-device losses; corrupt checkpoints and bad data paths give errors naming the file.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use clex_train::TrainError;
@@ -11,22 +13,7 @@ use clex_train::checkpoint::{latest_checkpoint, verify_checkpoint};
 use clex_train::precision::Precision;
 use clex_train::preset::RopeChoice;
 use clex_train::trainer::{TrainOptions, TrainReport, train};
-
-/// A few KB of the bundled corpus as documents whose ids put some in validation.
-fn small_corpus(dir: &Path) -> PathBuf {
-    let docs = clex_eval::corpus::read_documents(&clex_eval::corpus::bundled_corpus_path()).unwrap();
-    let text = &docs[0].text[..60_000];
-    let mut lines = String::new();
-    // "kjv/ruth" hashes to validation, the others to train.
-    for (i, id) in ["kjv/genesis", "kjv/exodus", "kjv/ruth", "kjv/numbers", "kjv/leviticus"].iter().enumerate() {
-        let part = &text[i * 12_000..(i + 1) * 12_000];
-        lines.push_str(&serde_json::json!({"id": id, "text": part}).to_string());
-        lines.push('\n');
-    }
-    let p = dir.join("small.jsonl");
-    std::fs::write(&p, lines).unwrap();
-    p
-}
+use common::small_corpus;
 
 fn options(run: PathBuf, data: PathBuf, steps: usize) -> TrainOptions {
     let mut o = TrainOptions::tiny(run);
@@ -243,4 +230,28 @@ fn corrupt_checkpoint_and_bad_data_are_reported() {
     std::fs::write(dir.path().join("tiny.jsonl"), "{\"id\": \"kjv/genesis\", \"text\": \"too short\"}\n").unwrap();
     let e = train(&options(dir.path().join("y"), dir.path().join("tiny.jsonl"), 2)).unwrap_err().to_string();
     assert!(e.contains("training windows"), "{e}");
+}
+
+/// `passkey_fraction` of the training windows are synthetic passkey ones, added to the
+/// corpus's; validation is unchanged by them; a fraction outside [0, 1) is refused by name.
+#[test]
+fn passkey_windows_make_up_the_stated_fraction() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = small_corpus(dir.path());
+    // Windows long enough for the needle and question under this small vocabulary.
+    let long = |run: &str| TrainOptions { seq_len: 160, ..options(dir.path().join(run), data.clone(), 2) };
+    let plain = train(&long("plain")).unwrap();
+    let mut o = long("mixed");
+    o.passkey_fraction = 0.2;
+    let mixed = train(&o).unwrap();
+    assert_eq!(mixed.windows.0, plain.windows.0, "the corpus's windows are all kept");
+    assert!(plain.windows.0 > 50 && plain.windows.1 == 0, "{:?}", plain.windows);
+    let share = mixed.windows.1 as f64 / (mixed.windows.0 + mixed.windows.1) as f64;
+    assert!((share - 0.2).abs() < 0.5 / mixed.windows.0 as f64 + 1e-9, "{:?}: {share}", mixed.windows);
+    let at = |r: &TrainReport| r.validation.iter().map(|v| v.2).collect::<Vec<_>>();
+    assert_eq!(at(&mixed), at(&plain), "the same validation windows");
+    o.passkey_fraction = 1.0;
+    o.run_dir = dir.path().join("all");
+    let e = train(&o).unwrap_err().to_string();
+    assert!(e.contains("passkey fraction 1"), "{e}");
 }

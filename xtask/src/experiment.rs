@@ -1,8 +1,12 @@
 //! `cargo xtask experiment`: CLEX's length-extrapolation result at small scale, with
-//! baselines. Stage 1 pretrains a tiny LLaMA with plain RoPE at L; stage 2 continues it at
-//! L under plain RoPE, PI, YaRN and CLEX (same data, steps and seed); every model, and
-//! dynamic NTK on the stage-1 weights, is scored at L..16L on the same validation windows;
-//! the report (markdown, SVG, JSON) is written from those numbers.
+//! baselines, in two regimes. Stage 1 pretrains a tiny LLaMA with plain RoPE at P. Stage 2
+//! continues it under plain RoPE, PI, YaRN and CLEX (same data, steps and seed) at L = P
+//! (the short regime) and at L = 4P (the long regime, as the released CLEX-16K was trained:
+//! s = L/P = 4, so t ≤ 4 trains on dense positions), where CLEX also runs with a lower
+//! learning rate for its ODE. Synthetic passkey documents are mixed into both stages, so the
+//! models learn to retrieve within L. Every model, and dynamic NTK on the stage-1 weights,
+//! is scored at P..32P on the same validation windows and on passkey retrieval at 1x..16x its
+//! L; the report (markdown, SVGs, JSON) is written from those numbers.
 
 mod report;
 mod stages;
@@ -14,11 +18,16 @@ use anyhow::{Context, bail};
 use burn::module::Module;
 use clex_eval::corpus::{bundled_corpus_path, read_documents, split_documents};
 use clex_eval::eval::{EvalSet, Tally, score_windows, score_windows_by_position};
+use clex_eval::passkey::{Cell, PasskeyTask};
+use clex_models::CausalLm;
 use clex_models::backend::{self, Inference};
 use clex_train::preset::load_for_eval;
 use clex_train::preset::{Preset, RopeChoice};
 use clex_train::tokenizer::{boundary_id, encode, load_tokenizer};
 use clex_train::trainer::TrainOptions;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use tokenizers::Tokenizer;
 
 use report::{Evaluated, Point, Report};
 use stages::{STAGE1, StageOutcome, run_stage};
@@ -40,9 +49,9 @@ pub struct ExperimentArgs {
     /// [default: docs/, or the run directory with --quick].
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Also train PI (factor 4) at 4L, the "trained at the target length" reference.
-    #[arg(long)]
-    with_long_pi: bool,
+    /// Which stage-2 regimes to train and evaluate: short (L = P), long (L = 4P) or both.
+    #[arg(long, value_enum, default_value_t = Regime::Both)]
+    regime: Regime,
     /// Train every stage again, even when a finished stage with the same settings exists.
     #[arg(long)]
     fresh: bool,
@@ -56,6 +65,27 @@ pub struct ExperimentArgs {
     /// overrides the mode's default).
     #[arg(long)]
     regions: Option<usize>,
+}
+
+/// The stage-2 training regimes.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Regime {
+    /// L = P.
+    Short,
+    /// L = 4P.
+    Long,
+    /// Both.
+    Both,
+}
+
+impl Regime {
+    fn short(self) -> bool {
+        self != Regime::Long
+    }
+
+    fn long(self) -> bool {
+        self != Regime::Short
+    }
 }
 
 /// Every number the experiment is run with.
@@ -87,18 +117,34 @@ pub struct Settings {
     pub regions: usize,
     /// Tokens per evaluation forward.
     pub batch_tokens: usize,
-    /// Also PI trained at 4L.
-    pub long_pi: bool,
+    /// The stage-2 regimes run.
+    pub regime: Regime,
+    /// The long regime's training length as a multiple of P.
+    pub long_multiple: usize,
+    /// YaRN factor of the long regime.
+    pub long_yarn_factor: f64,
+    /// The long regime's second CLEX run: its ODE's learning rate relative to the model's.
+    pub clex_lr_ratio: f64,
+    /// Fraction of training windows (both stages) that are synthetic passkey documents.
+    pub passkey_fraction: f64,
+    /// Passkey prompt lengths as multiples of P (each model up to 16x its training length).
+    pub passkey_multiples: Vec<usize>,
+    /// Needle depths of the passkey evaluation.
+    pub passkey_depths: Vec<f64>,
+    /// Passkey trials per length and depth.
+    pub passkey_trials: usize,
     /// The documents (the bundled corpus, or the quick mode's slice of it).
     pub data: PathBuf,
 }
 
 impl Settings {
     fn new(args: &ExperimentArgs) -> Self {
-        // Full mode: ~50-60 min on 2 shared CPU cores (measured: 0.55-0.7 s per baseline step and
-        // 0.75 s per CLEX step at L = 128, batch 8; evaluation ~1.5 min per model); quick: ~2-3 min.
+        // Full mode, both regimes: ~100 min on 2 CPU cores (measured: 0.8 s per step at
+        // 8 × 128 tokens, s per step at 2 × 512; evaluation ~ min); quick: ~3 min.
         let (steps, multiples, regions) =
-            if args.quick { ((60, 15), vec![1, 2, 4, 8], 2) } else { ((2000, 600), vec![1, 2, 4, 8, 16], 16) };
+            if args.quick { ((60, 15), vec![1, 2, 4, 8], 2) } else { ((4000, 800), vec![1, 2, 4, 8, 16, 32], 8) };
+        let (passkey_multiples, passkey_depths, passkey_trials) =
+            if args.quick { (vec![1, 4, 16], vec![0.5], 1) } else { (vec![1, 2, 4, 8, 16, 32, 64], vec![0.0, 0.25, 0.5, 0.75, 1.0], 4) };
         Settings {
             quick: args.quick,
             seq_len: Preset::Tiny.max_position_embeddings(),
@@ -113,7 +159,14 @@ impl Settings {
             multiples,
             regions: args.regions.unwrap_or(regions),
             batch_tokens: 4096,
-            long_pi: args.with_long_pi,
+            regime: args.regime,
+            long_multiple: 4,
+            long_yarn_factor: 16.0,
+            clex_lr_ratio: 0.1,
+            passkey_fraction: 0.1,
+            passkey_multiples,
+            passkey_depths,
+            passkey_trials,
             data: bundled_corpus_path(),
         }
     }
@@ -123,32 +176,59 @@ impl Settings {
     }
 }
 
-/// A stage-2 run: directory name, method key, rope, training length multiple.
-fn stage2_runs(s: &Settings) -> Vec<(&'static str, &'static str, RopeChoice, usize)> {
-    let mut runs = vec![
-        ("stage2-rope", "rope", RopeChoice::None, 1),
-        ("stage2-pi", "pi", RopeChoice::Linear(s.pi_factor), 1),
-        ("stage2-yarn", "yarn", RopeChoice::Yarn(s.yarn_factor), 1),
-        ("stage2-clex", "clex", RopeChoice::Clex { max_factor: s.max_factor }, 1),
-    ];
-    if s.long_pi {
-        runs.push(("stage2-pi-4L", "pi-4L", RopeChoice::Linear(s.pi_factor), 4));
+/// A stage-2 run.
+#[derive(Debug, Clone)]
+pub struct Stage2Run {
+    /// Directory under the run directory.
+    pub dir: &'static str,
+    /// Method key of the model it makes.
+    pub key: &'static str,
+    /// The rope it trains under.
+    pub rope: RopeChoice,
+    /// Training length as a multiple of P.
+    pub multiple: usize,
+    /// The ODE's learning rate relative to the model's (None: the same, one group).
+    pub clex_lr_ratio: Option<f64>,
+}
+
+/// The stage-2 runs of the chosen regimes, in training order.
+fn stage2_runs(s: &Settings) -> Vec<Stage2Run> {
+    let run = |dir, key, rope, multiple, clex_lr_ratio| Stage2Run { dir, key, rope, multiple, clex_lr_ratio };
+    let clex = RopeChoice::Clex { max_factor: s.max_factor };
+    let m = s.long_multiple;
+    let mut runs = Vec::new();
+    if s.regime.short() {
+        runs.push(run("stage2-rope", "rope", RopeChoice::None, 1, None));
+        runs.push(run("stage2-pi", "pi", RopeChoice::Linear(s.pi_factor), 1, None));
+        runs.push(run("stage2-yarn", "yarn", RopeChoice::Yarn(s.yarn_factor), 1, None));
+        runs.push(run("stage2-clex", "clex", clex.clone(), 1, None));
+    }
+    if s.regime.long() {
+        runs.push(run("stage2-rope-4P", "rope-4P", RopeChoice::None, m, None));
+        runs.push(run("stage2-pi-4P", "pi-4P", RopeChoice::Linear(s.pi_factor), m, None));
+        runs.push(run("stage2-yarn-4P", "yarn-4P", RopeChoice::Yarn(s.long_yarn_factor), m, None));
+        runs.push(run("stage2-clex-4P", "clex-4P", clex.clone(), m, None));
+        runs.push(run("stage2-clex-4P-lr", "clex-4P-lr", clex, m, Some(s.clex_lr_ratio)));
     }
     runs
 }
 
-fn options(s: &Settings, dir: PathBuf, rope: RopeChoice, stage1: Option<&Path>, multiple: usize) -> TrainOptions {
+/// Training options of stage 1 (`stage1` None) or of a stage-2 run from the stage-1 model.
+fn options(s: &Settings, dir: PathBuf, rope: RopeChoice, stage1: Option<(&Path, &Stage2Run)>) -> TrainOptions {
     let mut o = TrainOptions::tiny(dir);
     o.data = s.data.clone();
     o.rope = rope;
+    let multiple = stage1.map_or(1, |(_, r)| r.multiple);
     // Longer training windows keep the tokens per micro-batch (and the step count) equal.
     o.seq_len = s.seq_len * multiple;
     o.batch_size = (s.batch_size / multiple).max(1);
+    o.passkey_fraction = s.passkey_fraction;
     let (steps, lr, seed) = match stage1 {
         None => (s.steps.0, s.lr.0, s.seed.0),
-        Some(dir) => {
+        Some((dir, run)) => {
             o.init_from = Some(dir.join("model"));
             o.tokenizer = Some(dir.join("tokenizer.json"));
+            o.clex_lr = run.clex_lr_ratio.map(|r| r * s.lr.1);
             (s.steps.1, s.lr.1, s.seed.1)
         }
     };
@@ -179,53 +259,60 @@ fn quick_corpus(out_dir: &Path) -> anyhow::Result<PathBuf> {
 }
 
 /// Tokenised validation documents and the BOS the stage-1 tokenizer starts them with.
-fn validation_tokens(data: &Path, tokenizer: &Path) -> anyhow::Result<(Vec<Vec<u32>>, Option<u32>)> {
-    let tok = load_tokenizer(tokenizer)?;
+fn validation_tokens(data: &Path, tok: &Tokenizer) -> anyhow::Result<(Vec<Vec<u32>>, Option<u32>)> {
     let (_, valid) = split_documents(read_documents(data)?);
-    let docs = valid.iter().map(|d| encode(&tok, &d.text)).collect::<Result<Vec<_>, _>>()?;
-    Ok((docs, boundary_id(&tok)))
+    let docs = valid.iter().map(|d| encode(tok, &d.text)).collect::<Result<Vec<_>, _>>()?;
+    Ok((docs, boundary_id(tok)))
 }
 
-/// A model to evaluate: method key, label, how it was made, model directory, rope override.
+/// A model to evaluate: method key, label, how it was made, model directory, rope
+/// override, training length.
 struct Candidate {
     key: String,
     label: String,
     how: String,
     dir: PathBuf,
     rope: Option<RopeChoice>,
+    train_len: usize,
 }
 
 fn candidates(s: &Settings, out_dir: &Path) -> Vec<Candidate> {
     let stage1 = out_dir.join(STAGE1).join("model");
-    let l = s.seq_len;
-    let c = |key: &str, label: String, how: String, dir: PathBuf, rope| Candidate { key: key.into(), label, how, dir, rope };
+    let p = s.seq_len;
+    let c = |key: &str, label: String, how: String, dir: PathBuf, rope, train_len| Candidate {
+        key: key.into(),
+        label,
+        how,
+        dir,
+        rope,
+        train_len,
+    };
     let mut v = vec![
-        c("rope-stage1", "RoPE, stage 1".into(), "stage 1 only".into(), stage1.clone(), None),
-        c("rope", "RoPE".into(), format!("stage 2 at {l}"), out_dir.join("stage2-rope/model"), None),
-        c("pi", format!("PI (linear {})", s.pi_factor), format!("stage 2 at {l}"), out_dir.join("stage2-pi/model"), None),
-        c("yarn", format!("YaRN ({})", s.yarn_factor), format!("stage 2 at {l}"), out_dir.join("stage2-yarn/model"), None),
+        c("rope-stage1", "RoPE, stage 1".into(), "stage 1 only".into(), stage1.clone(), None, p),
         c(
             "dynamic-ntk",
             format!("dynamic NTK ({})", s.ntk_factor),
             "stage-1 weights, no training".into(),
             stage1,
             Some(RopeChoice::Dynamic(s.ntk_factor)),
+            p,
         ),
-        c("clex", format!("CLEX (T_max {})", s.max_factor), format!("stage 2 at {l}"), out_dir.join("stage2-clex/model"), None),
     ];
-    if s.long_pi {
-        v.push(c(
-            "pi-4L",
-            format!("PI (linear {}) at 4L", s.pi_factor),
-            format!("stage 2 at {}", 4 * l),
-            out_dir.join("stage2-pi-4L/model"),
-            None,
-        ));
+    for run in stage2_runs(s) {
+        let len = p * run.multiple;
+        let mut label = report::rope_name(&run.rope);
+        if let Some(r) = run.clex_lr_ratio {
+            label.push_str(&format!(", ODE LR ×{r}"));
+        }
+        if run.multiple > 1 {
+            label.push_str(&format!(", L = {}P", run.multiple));
+        }
+        v.push(c(run.key, label, format!("stage 2 at {len}"), out_dir.join(run.dir).join("model"), None, len));
     }
     v
 }
 
-fn evaluate(cand: &Candidate, set: &EvalSet, s: &Settings) -> anyhow::Result<Evaluated> {
+fn evaluate(cand: &Candidate, set: &EvalSet, s: &Settings, task: &PasskeyTask) -> anyhow::Result<Evaluated> {
     let t0 = Instant::now();
     let model = load_for_eval::<Inference>(&cand.dir, cand.rope.as_ref(), &backend::device(None))
         .with_context(|| format!("loading {}", cand.dir.display()))?;
@@ -258,6 +345,7 @@ fn evaluate(cand: &Candidate, set: &EvalSet, s: &Settings) -> anyhow::Result<Eva
         );
         points.push(Point { len, windows: windows.len(), tally });
     }
+    let passkey = passkey(&model, cand, s, task)?;
     // What CLEX learned: θ(t) at the evaluated t = N/P (rows of its cached table).
     let theta = model.clex_layer.as_ref().map(|c| {
         let table = c.theta_table();
@@ -266,6 +354,8 @@ fn evaluate(cand: &Candidate, set: &EvalSet, s: &Settings) -> anyhow::Result<Eva
     Ok(Evaluated {
         theta,
         params: model.num_params(),
+        train_len: cand.train_len,
+        passkey,
         key: cand.key.clone(),
         label: cand.label.clone(),
         how: cand.how.clone(),
@@ -274,6 +364,31 @@ fn evaluate(cand: &Candidate, set: &EvalSet, s: &Settings) -> anyhow::Result<Eva
         by_position,
         wall_s: t0.elapsed().as_secs_f64(),
     })
+}
+
+/// Passkey retrieval of `model` at the settings' lengths up to 16x its training length, at
+/// every depth. Each (length, depth) cell draws its keys from its own seed, so every model
+/// is asked for the same keys in the same prompts.
+fn passkey(model: &CausalLm<Inference>, cand: &Candidate, s: &Settings, task: &PasskeyTask) -> anyhow::Result<Vec<Cell>> {
+    let mut cells = Vec::new();
+    for m in s.passkey_multiples.iter().filter(|&&m| m * s.seq_len <= 16 * cand.train_len) {
+        let len = m * s.seq_len;
+        let t = Instant::now();
+        let mut correct = 0;
+        for (d, &depth) in s.passkey_depths.iter().enumerate() {
+            let mut rng = ChaCha8Rng::seed_from_u64(0x7061_7373 ^ ((len as u64) << 8) ^ d as u64);
+            let cell = task.run_cell(model, len, depth, s.passkey_trials, &mut rng)?;
+            correct += cell.correct();
+            cells.push(cell);
+        }
+        eprintln!(
+            "[experiment] {}: passkey at {len:>5}: {correct}/{} ({:.0} s)",
+            cand.label,
+            s.passkey_depths.len() * s.passkey_trials,
+            t.elapsed().as_secs_f64()
+        );
+    }
+    Ok(cells)
 }
 
 /// Position buckets of a window of `len` tokens: L/8, L/4 and L/2 within the training
@@ -309,22 +424,24 @@ pub fn run(args: ExperimentArgs) -> anyhow::Result<()> {
     }
     let runs = stage2_runs(&s);
     if args.fresh {
-        stages::fresh(&out_dir, runs.iter().map(|r| r.0))?;
+        stages::fresh(&out_dir, runs.iter().map(|r| r.dir))?;
     }
 
     let stage1_dir = out_dir.join(STAGE1);
     let mut outcomes: Vec<(StageOutcome, RopeChoice)> = Vec::new();
-    let stage1_opts = options(&s, stage1_dir.clone(), RopeChoice::None, None, 1);
+    let stage1_opts = options(&s, stage1_dir.clone(), RopeChoice::None, None);
     let stage1_checkpoint_every = stage1_opts.checkpoint_every;
     let first = run_stage(STAGE1, stage1_opts, "")?;
     let upstream = first.fingerprint.clone();
     outcomes.push((first, RopeChoice::None));
-    for (name, _, rope, multiple) in &runs {
-        let o = options(&s, out_dir.join(name), rope.clone(), Some(&stage1_dir), *multiple);
-        outcomes.push((run_stage(name, o, &upstream)?, rope.clone()));
+    for run in &runs {
+        let o = options(&s, out_dir.join(run.dir), run.rope.clone(), Some((&stage1_dir, run)));
+        outcomes.push((run_stage(run.dir, o, &upstream)?, run.rope.clone()));
     }
 
-    let (docs, bos) = validation_tokens(&s.data, &stage1_dir.join("tokenizer.json"))?;
+    let tokenizer = load_tokenizer(&stage1_dir.join("tokenizer.json"))?;
+    let (docs, bos) = validation_tokens(&s.data, &tokenizer)?;
+    let task = PasskeyTask::new(&tokenizer, bos)?;
     let longest = s.seq_len * s.multiples.iter().max().copied().unwrap_or(1);
     let set = EvalSet::from_documents(&docs, bos, longest, s.regions);
     if set.regions.is_empty() {
@@ -338,7 +455,7 @@ pub fn run(args: ExperimentArgs) -> anyhow::Result<()> {
     );
     let mut evaluated = Vec::new();
     for cand in candidates(&s, &out_dir) {
-        evaluated.push(evaluate(&cand, &set, &s)?);
+        evaluated.push(evaluate(&cand, &set, &s, &task)?);
     }
 
     let report = Report {

@@ -73,6 +73,14 @@ pub struct TrainArgs {
     /// Peak learning rate.
     #[arg(long, default_value_t = 3e-3)]
     lr: f64,
+    /// Peak learning rate of CLEX's ODE parameters (U and D) under the same schedule as --lr
+    /// (default: --lr, one group as in the reference). CLEX models only.
+    #[arg(long)]
+    clex_lr: Option<f64>,
+    /// Fraction of training windows that are synthetic passkey documents (retrieval within
+    /// the training length), in [0, 1).
+    #[arg(long, default_value_t = 0.0)]
+    passkey_fraction: f64,
     /// Warmup micro-batches.
     #[arg(long, default_value_t = 40)]
     warmup: usize,
@@ -190,7 +198,12 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     o.steps = args.steps;
     o.checkpoint_every = args.checkpoint_every.min(args.steps.max(1));
     o.lr = args.lr;
+    if let Some(lr) = args.clex_lr.filter(|lr| !(lr.is_finite() && *lr > 0.0)) {
+        bail!("--clex-lr {lr}: must be a number > 0");
+    }
+    o.clex_lr = args.clex_lr;
     o.warmup = args.warmup;
+    o.passkey_fraction = args.passkey_fraction;
     o.weight_decay = args.weight_decay;
     o.grad_clip = (args.grad_clip > 0.0).then_some(args.grad_clip);
     o.seed = args.seed;

@@ -6,7 +6,7 @@
 
 pub mod parity;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
@@ -129,4 +129,20 @@ pub fn worst_relative(got: &Grads, want: &Grads) -> Worst {
         assert!(nonzero, "{ode} must get a nonzero gradient (t > 1 runs the ODE)");
     }
     worst
+}
+
+/// A few KB of the bundled corpus as documents whose ids put some in validation.
+pub fn small_corpus(dir: &Path) -> PathBuf {
+    let docs = clex_eval::corpus::read_documents(&clex_eval::corpus::bundled_corpus_path()).unwrap();
+    let text = &docs[0].text[..60_000];
+    let mut lines = String::new();
+    // "kjv/ruth" hashes to validation, the others to train.
+    for (i, id) in ["kjv/genesis", "kjv/exodus", "kjv/ruth", "kjv/numbers", "kjv/leviticus"].iter().enumerate() {
+        let part = &text[i * 12_000..(i + 1) * 12_000];
+        lines.push_str(&serde_json::json!({"id": id, "text": part}).to_string());
+        lines.push('\n');
+    }
+    let p = dir.join("small.jsonl");
+    std::fs::write(&p, lines).unwrap();
+    p
 }

@@ -25,6 +25,8 @@ pub struct StageOutcome {
     pub steps: usize,
     /// Wall time of the training (of the run that finished it, when reused).
     pub wall_s: f64,
+    /// Compute threads of the process that trained it (0: not recorded).
+    pub threads: usize,
     /// trained | resumed | reused.
     pub status: &'static str,
     /// Train and validation tokens of the corpus under the stage's tokenizer.
@@ -75,12 +77,13 @@ pub fn run_stage(name: &str, mut opts: TrainOptions, upstream: &str) -> anyhow::
     opts.resume = false;
     let fingerprint = format!("{opts:?} after [{upstream}]");
     let steps = opts.steps.div_ceil(opts.checkpoint_every) * opts.checkpoint_every;
-    let outcome = |wall_s, status, tokens| StageOutcome {
+    let outcome = |wall_s, threads, status, tokens| StageOutcome {
         name: name.to_string(),
         seq_len: opts.seq_len,
         batch_size: opts.batch_size,
         steps,
         wall_s,
+        threads,
         status,
         tokens,
         fingerprint: fingerprint.clone(),
@@ -92,7 +95,12 @@ pub fn run_stage(name: &str, mut opts: TrainOptions, upstream: &str) -> anyhow::
                 if m["done"] == true {
                     eprintln!("[experiment] {name}: reusing the finished stage in {}", dir.display());
                     let tok = |k: &str| m[k].as_u64().unwrap_or(0) as usize;
-                    return Ok(outcome(m["wall_s"].as_f64().unwrap_or(f64::NAN), "reused", (tok("train_tokens"), tok("valid_tokens"))));
+                    return Ok(outcome(
+                        m["wall_s"].as_f64().unwrap_or(f64::NAN),
+                        tok("threads"),
+                        "reused",
+                        (tok("train_tokens"), tok("valid_tokens")),
+                    ));
                 }
                 eprintln!("[experiment] {name}: resuming the unfinished stage in {}", dir.display());
                 opts.resume = true;
@@ -113,10 +121,23 @@ pub fn run_stage(name: &str, mut opts: TrainOptions, upstream: &str) -> anyhow::
     let wall_s = t0.elapsed().as_secs_f64();
     write_marker(
         &dir,
-        &json!({"fingerprint": fingerprint, "done": true, "wall_s": wall_s, "train_tokens": report.tokens.0, "valid_tokens": report.tokens.1}),
+        &json!({
+            "fingerprint": fingerprint, "done": true, "wall_s": wall_s, "threads": compute_threads(),
+            "train_tokens": report.tokens.0, "valid_tokens": report.tokens.1,
+        }),
     )?;
     eprintln!("[experiment] {name}: done in {wall_s:.0} s");
-    Ok(outcome(wall_s, status, report.tokens))
+    Ok(outcome(wall_s, compute_threads(), status, report.tokens))
+}
+
+/// Threads burn-flex computes on: rayon's global pool, sized by `RAYON_NUM_THREADS` or the
+/// CPUs (stages run side by side in separate processes take fewer each).
+pub fn compute_threads() -> usize {
+    std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n: &usize| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0))
 }
 
 /// The trainer's own validation at L and 4L after each checkpoint of a stage, from burn-train's
@@ -242,21 +263,21 @@ mod tests {
     fn fresh_removes_every_stage_of_the_experiment_and_nothing_else() {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path();
-        // The experiment's own stage list, with the optional PI-at-4L run.
+        // The experiment's own stage list, both regimes.
         let args = crate::experiment::ExperimentArgs {
             quick: true,
             backend: None,
             out_dir: None,
             out: None,
-            with_long_pi: true,
+            regime: crate::experiment::Regime::Both,
             fresh: true,
             stage1_steps: None,
             stage2_steps: None,
             regions: None,
         };
         let runs = crate::experiment::stage2_runs(&crate::experiment::Settings::new(&args));
-        let ours: Vec<&str> = std::iter::once(STAGE1).chain(runs.iter().map(|r| r.0)).collect();
-        assert_eq!(ours.len(), 6, "stage 1, four stage-2 runs and PI at 4L: {ours:?}");
+        let ours: Vec<&str> = std::iter::once(STAGE1).chain(runs.iter().map(|r| r.dir)).collect();
+        assert_eq!(ours.len(), 10, "stage 1, four stage-2 runs at P and five at 4P: {ours:?}");
         let stage = |name: &str| {
             let d = out.join(name);
             std::fs::create_dir_all(d.join("checkpoint")).unwrap();
@@ -272,7 +293,7 @@ mod tests {
         std::fs::write(out.join("EXTRAPOLATION.md"), "report").unwrap();
         stage("stage2-old");
 
-        super::fresh(out, runs.iter().map(|r| r.0)).unwrap();
+        super::fresh(out, runs.iter().map(|r| r.dir)).unwrap();
         for name in &ours {
             assert!(!out.join(name).exists(), "--fresh removes {name}");
         }
@@ -281,7 +302,7 @@ mod tests {
         assert_eq!(left, ["EXTRAPOLATION.md", "corpus-quick.jsonl", "stage2-old"], "--fresh leaves everything else");
         assert!(out.join("stage2-old/metrics.csv").exists());
         // Again, with the stages gone: nothing to do, no error.
-        super::fresh(out, runs.iter().map(|r| r.0)).unwrap();
+        super::fresh(out, runs.iter().map(|r| r.dir)).unwrap();
     }
 
     #[test]
