@@ -8,6 +8,7 @@
 //! is scored at P..32P on the same validation windows and on passkey retrieval at 1x..16x its
 //! L; the report (markdown, SVGs, JSON) is written from those numbers.
 
+mod cache;
 mod report;
 mod stages;
 
@@ -455,7 +456,28 @@ pub fn run(args: ExperimentArgs) -> anyhow::Result<()> {
     );
     let mut evaluated = Vec::new();
     for cand in candidates(&s, &out_dir) {
-        evaluated.push(evaluate(&cand, &set, &s, &task)?);
+        // What the scores depend on: the evaluation settings and text, the candidate, and the
+        // settings of the stage that made its weights.
+        let stage = cand.dir.parent().and_then(stages::finished_fingerprint).unwrap_or_default();
+        let fingerprint = format!(
+            "{:?} {:?} {:?} {:?} [{stage}]",
+            (s.lengths(), s.regions, s.batch_tokens, &s.passkey_multiples, &s.passkey_depths, s.passkey_trials, &s.data),
+            (set.regions.len(), set.region_len, set.documents),
+            (&cand.key, &cand.label, &cand.how, &cand.rope, cand.train_len),
+            &cand.dir,
+        );
+        let cached = cache::path(&out_dir, &cand.key);
+        match cache::load(&cached, &fingerprint) {
+            Some(m) if !args.fresh => {
+                eprintln!("[experiment] {}: reusing its evaluation in {}", cand.label, cached.display());
+                evaluated.push(m);
+            }
+            _ => {
+                let m = evaluate(&cand, &set, &s, &task)?;
+                cache::store(&cached, &m, &fingerprint)?;
+                evaluated.push(m);
+            }
+        }
     }
 
     let report = Report {

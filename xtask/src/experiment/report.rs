@@ -813,7 +813,7 @@ impl Report<'_> {
         for o in self.observations() {
             let _ = writeln!(md, "- {o}");
         }
-        md.push_str("\n## Raw data\n\n[extrapolation.json](extrapolation.json): settings, stages, and per model and length the windows, scored tokens, summed NLL, correct predictions, PPL and accuracy.\n");
+        md.push_str("\n## Raw data\n\n[extrapolation.json](extrapolation.json): settings, stages, and per model and length the windows, scored tokens, summed NLL, correct predictions, PPL and accuracy; per passkey cell the keys and the answers decoded. The evaluations are also kept under `runs/experiment/eval/` and reused while models and settings are unchanged.\n");
         md
     }
 
@@ -864,7 +864,7 @@ impl Report<'_> {
             "wall_s": self.wall_s,
             "stages": self.stages.iter().map(|(st, rope)| json!({
                 "name": st.name, "rope": rope_name(rope), "seq_len": st.seq_len, "batch_size": st.batch_size,
-                "steps": st.steps, "wall_s": st.wall_s, "status": st.status,
+                "steps": st.steps, "wall_s": st.wall_s, "threads": st.threads, "status": st.status,
                 "train_tokens": st.tokens.0, "valid_tokens": st.tokens.1,
             })).collect::<Vec<_>>(),
             "methods": self.methods.iter().map(|m| json!({

@@ -44,6 +44,15 @@ fn write_marker(dir: &Path, v: &Value) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The settings fingerprint of the finished stage in `dir` (`None`: not a finished stage).
+pub fn finished_fingerprint(dir: &Path) -> Option<String> {
+    let m = read_marker(dir)?;
+    if m["done"] != true {
+        return None;
+    }
+    m["fingerprint"].as_str().map(str::to_string)
+}
+
 /// Removes `dir` when an earlier run of this command made it (`--fresh`); refuses to
 /// touch a directory it did not make.
 pub fn remove_stage(dir: &Path) -> anyhow::Result<()> {
