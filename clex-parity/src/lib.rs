@@ -14,7 +14,7 @@ mod suite;
 #[cfg(feature = "wgpu")]
 pub use fixtures::{Wgpu, wgpu_device};
 pub use fixtures::{fixture, golden};
-pub use suite::{Check, Tolerance, arch_decode, arch_logits, clex_decode, clex_logits, hf_logits, suite};
+pub use suite::{Check, Tolerance, arch_decode, arch_logits, attention_paths, clex_decode, clex_logits, hf_logits, suite};
 
 /// Prints a suite's checks as a table and asserts each is within its tolerance.
 pub fn report(backend: &str, checks: &[Check]) {

@@ -258,10 +258,83 @@ pub fn arch_decode<B: ClexBackend>(device: &B::Device, dtype: DType, steps: usiz
     out
 }
 
+/// Attention alone, through the backend's own routing (`ClexBackend::grouped_attention`: burn's
+/// fused op with `is_causal` where it means the same on every backend, the explicit path with
+/// a boolean mask elsewhere, our kernel on flex), against the explicit path on flex in f32
+/// over the same dtype-rounded inputs: 6 query heads on 2 KV heads of 16, a prefill (fused:
+/// `is_causal`), a decode step (fused), a chunk after 37 cached keys (offset causal mask),
+/// left-padded rows and a sliding window (boolean masks), and no mask at all. Bound: f32
+/// 1e-5 (outputs are convex combinations of values in [−1, 1]); half types: about four times
+/// their rounding of an output near 1, 2e-3 (f16) and 1.5e-2 (bf16). Measured worst: f16 2.4e-4
+/// flex, 4.2e-4 tch, 5.2e-4 wgpu (lavapipe); bf16 1.9e-3 flex, 3.5e-3 tch.
+pub fn attention_paths<B: ClexBackend>(device: &B::Device, dtype: DType) -> Vec<Check> {
+    use burn::tensor::{FloatDType, Tensor, TensorData};
+    use clex_core::attention::{KeyMask, attention, explicit};
+    type Flex = burn_flex::Flex;
+    let tol = match dtype {
+        DType::F16 => 2e-3,
+        DType::BF16 => 1.5e-2,
+        _ => 1e-5,
+    };
+    let half = match dtype {
+        DType::F16 => Some(FloatDType::F16),
+        DType::BF16 => Some(FloatDType::BF16),
+        _ => None,
+    };
+    let t0 = std::time::Instant::now();
+    // Deterministic values in [−1, 1), rounded to `dtype` as the backend will hold them.
+    let data = |shape: [usize; 4], seed: u32| -> Vec<f32> {
+        let n: usize = shape.iter().product();
+        let raw: Vec<f32> = (0..n as u32)
+            .map(|i| ((i.wrapping_mul(2_654_435_761) ^ seed.wrapping_mul(2_246_822_519)) % 4001) as f32 / 2000.0 - 1.0)
+            .collect();
+        let t = Tensor::<Flex, 4>::from_data(TensorData::new(raw, shape), &Default::default());
+        values(match half {
+            Some(h) => t.cast(h).cast(FloatDType::F32),
+            None => t,
+        })
+    };
+    let on = |v: &[f32], shape: [usize; 4]| -> Tensor<B, 4> {
+        let t = Tensor::<B, 4>::from_data(TensorData::new(v.to_vec(), shape), device);
+        match half {
+            Some(h) => t.cast(h),
+            None => t,
+        }
+    };
+    let reference = |v: &[f32], shape: [usize; 4]| Tensor::<Flex, 4>::from_data(TensorData::new(v.to_vec(), shape), &Default::default());
+    let cases = [
+        ("prefill, causal", 37, 37, KeyMask::causal()),
+        ("decode step", 1, 53, KeyMask::causal()),
+        ("chunk after 37 cached keys", 16, 53, KeyMask::causal()),
+        ("left-padded rows", 37, 37, KeyMask::causal_padded(&[0, 5])),
+        ("sliding window 9", 16, 53, KeyMask::causal().with_window(Some(9))),
+        ("no mask", 16, 53, KeyMask::default()),
+    ];
+    let mut out = Vec::new();
+    for (i, (name, seq, n, mask)) in cases.into_iter().enumerate() {
+        let (qs, ks) = ([2, seq, 6, 16], [2, n, 2, 16]);
+        let (q, k, v) = (data(qs, 3 * i as u32), data(ks, 3 * i as u32 + 1), data(ks, 3 * i as u32 + 2));
+        let mut got = values(attention(on(&q, qs), on(&k, ks), on(&v, ks), &mask));
+        let mut want = values(explicit(reference(&q, qs), reference(&k, ks), reference(&v, ks), &mask));
+        // A pad query sees no key: what it returns is undefined (zeros from one path, the
+        // mean of the values from another) and unused, so it is left out.
+        for (row, &pad) in mask.pads.iter().enumerate() {
+            for i in 0..pad.saturating_sub(n - seq) {
+                let at = (row * seq + i) * 6 * 16;
+                got[at..at + 6 * 16].fill(0.0);
+                want[at..at + 6 * 16].fill(0.0);
+            }
+        }
+        out.push(done(Check { name: format!("attention: {name}"), worst: max_diff(&got, &want), tol }, t0));
+    }
+    out
+}
+
 /// The golden logits at `dtype` ([`hf_logits`], [`clex_logits`], [`arch_logits`]), plus
 /// `decode_steps` of cached decoding ([`clex_decode`], [`arch_decode`]; none when 0).
 pub fn suite<B: ClexBackend>(device: &B::Device, dtype: DType, decode_steps: usize) -> Vec<Check> {
-    let mut checks = hf_logits::<B>(device, dtype);
+    let mut checks = attention_paths::<B>(device, dtype);
+    checks.extend(hf_logits::<B>(device, dtype));
     checks.extend(clex_logits::<B>(device, dtype));
     checks.extend(clex_chunked::<B>(device, dtype));
     checks.extend(arch_logits::<B>(device, dtype));
