@@ -145,8 +145,17 @@ impl<'t> PasskeyTask<'t> {
 
 /// Whether an answer retrieves `key`: its first run of digits is exactly the key.
 pub fn retrieved(answer: &str, key: u32) -> bool {
-    let digits: String = answer.chars().skip_while(|c| !c.is_ascii_digit()).take_while(char::is_ascii_digit).collect();
-    digits == key.to_string()
+    first_number(answer) == key.to_string()
+}
+
+/// How many of the key's digits the answer's first run of digits has in place: a model that
+/// learned the answer's form but not the retrieval scores about one in ten.
+pub fn digits_in_place(answer: &str, key: u32) -> usize {
+    first_number(answer).chars().zip(key.to_string().chars()).filter(|(a, k)| a == k).count()
+}
+
+fn first_number(answer: &str) -> String {
+    answer.chars().skip_while(|c| !c.is_ascii_digit()).take_while(char::is_ascii_digit).collect()
 }
 
 /// The `n` tokens greedy decoding continues `prompt` with, through the KV cache, with no
@@ -164,7 +173,7 @@ pub fn greedy<B: ClexBackend>(model: &CausalLm<B>, prompt: &[u32], n: usize) -> 
 
 #[cfg(test)]
 mod tests {
-    use super::{greedy, retrieved};
+    use super::{digits_in_place, greedy, retrieved};
     use burn::tensor::{Int, Tensor, TensorData};
 
     /// Greedy decoding through the KV cache picks, at every step, the argmax of a full
@@ -196,5 +205,15 @@ mod tests {
         assert!(!retrieved(" 7987", 79872), "a prefix of the key");
         assert!(!retrieved(" 7 9872", 79872), "the key split: only the first run counts");
         assert!(!retrieved(" the pass key.", 79872), "no digits");
+    }
+
+    #[test]
+    fn digits_in_place_counts_positions_of_the_first_number() {
+        assert_eq!(digits_in_place(" 79872. Remember it.", 79872), 5);
+        assert_eq!(digits_in_place(" 19192. Rem", 39192), 4, "all but the first");
+        assert_eq!(digits_in_place(" 97872", 79872), 3, "two swapped");
+        assert_eq!(digits_in_place(" 7987", 79872), 4, "a prefix");
+        assert_eq!(digits_in_place(" 1 79872", 79872), 0, "only the first run counts");
+        assert_eq!(digits_in_place(" no digits", 79872), 0);
     }
 }

@@ -140,8 +140,10 @@ pub struct Settings {
 
 impl Settings {
     fn new(args: &ExperimentArgs) -> Self {
-        // Full mode, both regimes: ~100 min on 2 CPU cores (measured: 0.8 s per step at
-        // 8 × 128 tokens, s per step at 2 × 512; evaluation ~ min); quick: ~3 min.
+        // Full mode, both regimes: 71 min on 2 CPU cores (2026-12-01): stage 1 21 min (0.32 s
+        // per step of 8 × 128 on 2 threads), then the regimes side by side on 1 thread each
+        // (short: 4 runs of ~4.2 min, evaluation 5 min; long: 5 runs of 6-7 min at 2 × 512,
+        // evaluation 20 min, mostly passkey prompts up to 8192 tokens); quick: ~3 min.
         let (steps, multiples, regions) =
             if args.quick { ((60, 15), vec![1, 2, 4, 8], 2) } else { ((4000, 800), vec![1, 2, 4, 8, 16, 32], 8) };
         let (passkey_multiples, passkey_depths, passkey_trials) =

@@ -296,7 +296,19 @@ impl Report<'_> {
             detail: details.join(" "),
         });
         let mut details = Vec::new();
-        let mut verdict = Some(true);
+        // Accuracy beyond L says something only where retrieval was learned within L.
+        let at_l: Vec<Option<(usize, usize)>> = ["clex-4P", "pi-4P", "yarn-4P"].iter().map(|k| self.passkey_at(k, l)).collect();
+        let mut verdict = match at_l.as_slice() {
+            [Some(c), Some(pi), Some(y)] if c.0 + pi.0 + y.0 == 0 => {
+                details.push(format!(
+                    "Not testable: at L = {l} itself CLEX {}/{}, PI {}/{}, YaRN {}/{}; none of them learned to retrieve within \
+                     its training length, so equal accuracy beyond it says nothing.",
+                    c.0, c.1, pi.0, pi.1, y.0, y.1
+                ));
+                None
+            }
+            _ => Some(true),
+        };
         for n in [8 * l, 16 * l] {
             let acc = |key: &str| self.passkey_at(key, n);
             match (acc("clex-4P"), acc("pi-4P"), acc("yarn-4P")) {
@@ -491,7 +503,7 @@ impl Report<'_> {
             "A five-digit key hidden in repeated filler (`clex passkey`'s prompt) at depths {} of the filler, {} random keys per \
              depth and length (the same keys for every model), answered by greedy decoding through the KV cache; a cell is keys \
              retrieved / asked over all depths. {}% of the training windows of both stages were such prompts of the training length \
-             followed by the answer, so every model was taught the task within its L; each model is asked up to 16x its L (\"-\" \
+             followed by the answer, to teach every model the task within its L; each model is asked up to 16x its L (\"-\" \
              beyond).\n",
             depths.join(", "),
             s.passkey_trials,
@@ -530,8 +542,44 @@ impl Report<'_> {
                 .collect();
             let _ = writeln!(md, "| {} | {} |", m.label, cells.join(" | "));
         }
+        md.push_str(&self.passkey_within_l());
         md.push_str("\n![Passkey accuracy against prompt length](passkey.svg)\n\n");
         Some(md)
+    }
+
+    /// Whether each model learned the task at all: keys retrieved at its own L, and how many
+    /// of the keys' digits its answers have in place (chance: one in ten).
+    fn passkey_within_l(&self) -> String {
+        let mut parts = Vec::new();
+        let mut any = false;
+        let mut best_digits = 0.0f64;
+        for m in self.methods {
+            let trials: Vec<&clex_eval::passkey::Trial> =
+                m.passkey.iter().filter(|c| c.length == m.train_len).flat_map(|c| &c.trials).collect();
+            if trials.is_empty() {
+                continue;
+            }
+            let correct = trials.iter().filter(|t| t.retrieved).count();
+            any |= correct > 0;
+            let digits: usize = trials.iter().map(|t| clex_eval::passkey::digits_in_place(&t.answer, t.key)).sum();
+            let digits = 100.0 * digits as f64 / (5 * trials.len()) as f64;
+            best_digits = best_digits.max(digits);
+            parts.push(format!("{} {correct}/{} ({digits:.0}% of digits in place)", m.label, trials.len()));
+        }
+        if parts.is_empty() {
+            return String::new();
+        }
+        let mut md = format!("\nAt each model's own training length: {}.", parts.join(", "));
+        if !any {
+            let _ = write!(
+                md,
+                " No model retrieves the key within its training length; at most {best_digits:.0}% of the answers' digits are \
+                 in place (chance: 10%), so the models learned the answer's form at best, not the retrieval, and the \
+                 accuracies beyond L above say nothing about far context at this scale."
+            );
+        }
+        md.push('\n');
+        md
     }
 
     /// Passkey accuracy against prompt length, one line per method.
@@ -722,7 +770,7 @@ impl Report<'_> {
         }
         let _ = writeln!(
             out,
-            "| evaluation | {} models × {} lengths | | | {nproc} | {} | |",
+            "| evaluation | {} models × {} lengths | | | - | {} | summed over the models, each as measured by the run that scored it |",
             self.methods.len(),
             self.lengths().len(),
             minutes(eval_s)
@@ -1128,5 +1176,18 @@ mod tests {
         assert!(md.contains("| CLEX | 128 | 4/4 | 2/4 | 1/4 | 0/4 | 0/4 | - | - |"), "{md}");
         assert!(md.contains("| CLEX | 3/16 |"), "beyond L = 128: 2 + 1 + 0 + 0 of 16: {md}");
         assert!(md.contains("| CLEX-4P | 13/16 |"), "beyond L = 512: 4 + 4 + 3 + 2 of 16: {md}");
+        assert!(md.contains("At each model's own training length: CLEX 4/4 (0% of digits in place), CLEX-4P 4/4"), "{md}");
+        assert!(!md.contains("No model retrieves"), "{md}");
+
+        // Nothing retrieved at L = 4P by any of the three: L(d) cannot be judged (all-zero
+        // accuracies beyond L are equal, not a result), and the section says so.
+        let zero = |key: &str| trained(key, 512, &[60.0, 55.0, 50.0, 51.0, 52.0, 53.0], &[0; 7]);
+        let methods = [zero("rope-4P"), zero("pi-4P"), zero("yarn-4P"), zero("clex-4P")];
+        let r = report_of(&s, &methods, &set, &[]);
+        let claims = r.long_claims();
+        assert_eq!(claims[3].holds, None, "{}", claims[3].detail);
+        assert!(claims[3].detail.starts_with("Not testable: at L = 512 itself CLEX 0/4, PI 0/4, YaRN 0/4"), "{}", claims[3].detail);
+        let md = r.passkey_section().unwrap();
+        assert!(md.contains("No model retrieves the key within its training length; at most 0% of the answers' digits"), "{md}");
     }
 }
