@@ -181,17 +181,10 @@ fn bad_ratios_are_refused_naming_the_flag() {
 }
 
 fn options(run: PathBuf, data: PathBuf, steps: usize) -> TrainOptions {
-    let mut o = TrainOptions::tiny(run);
-    o.data = data;
-    o.vocab_size = 320;
-    o.seq_len = 64;
-    o.batch_size = 2;
-    o.steps = steps;
+    let mut o = common::small_run_options(run, data, steps);
     o.checkpoint_every = steps;
     // The first step at the peak rate.
     o.warmup = 1;
-    o.valid_windows = 2;
-    o.rope = RopeChoice::Clex { max_factor: 4 };
     o
 }
 

@@ -11,23 +11,8 @@ use std::path::{Path, PathBuf};
 use clex_train::TrainError;
 use clex_train::checkpoint::{latest_checkpoint, verify_checkpoint};
 use clex_train::precision::Precision;
-use clex_train::preset::RopeChoice;
 use clex_train::trainer::{TrainOptions, TrainReport, train};
-use common::small_corpus;
-
-fn options(run: PathBuf, data: PathBuf, steps: usize) -> TrainOptions {
-    let mut o = TrainOptions::tiny(run);
-    o.data = data;
-    o.vocab_size = 320;
-    o.seq_len = 64;
-    o.batch_size = 2;
-    o.steps = steps;
-    o.checkpoint_every = 2;
-    o.warmup = 2;
-    o.valid_windows = 2;
-    o.rope = RopeChoice::Clex { max_factor: 4 };
-    o
-}
+use common::{small_corpus, small_run_options as options};
 
 fn read(p: &Path) -> Vec<u8> {
     std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))

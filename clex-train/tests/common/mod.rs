@@ -131,6 +131,22 @@ pub fn worst_relative(got: &Grads, want: &Grads) -> Worst {
     worst
 }
 
+/// Options of a small CLEX run on [`small_corpus`]: vocabulary 320, 2 × 64 tokens, `steps`
+/// micro-batches with a checkpoint every 2 and 2 warmup steps.
+pub fn small_run_options(run: PathBuf, data: PathBuf, steps: usize) -> clex_train::trainer::TrainOptions {
+    let mut o = clex_train::trainer::TrainOptions::tiny(run);
+    o.data = data;
+    o.vocab_size = 320;
+    o.seq_len = 64;
+    o.batch_size = 2;
+    o.steps = steps;
+    o.checkpoint_every = 2;
+    o.warmup = 2;
+    o.valid_windows = 2;
+    o.rope = clex_train::preset::RopeChoice::Clex { max_factor: 4 };
+    o
+}
+
 /// A few KB of the bundled corpus as documents whose ids put some in validation.
 pub fn small_corpus(dir: &Path) -> PathBuf {
     let docs = clex_eval::corpus::read_documents(&clex_eval::corpus::bundled_corpus_path()).unwrap();
