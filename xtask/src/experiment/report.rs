@@ -172,7 +172,7 @@ impl Report<'_> {
         for m in self.methods {
             let _ = write!(passkey, "{:<28}", m.label);
             for &len in &lengths {
-                let cell = self.passkey_at(&m.key, len).map(|(k, n)| format!("{k}/{n}")).unwrap_or_else(|| "-".into());
+                let cell = self.passkey_cell(&m.key, len);
                 let _ = write!(passkey, "{cell:>10}");
             }
             passkey.push('\n');
@@ -194,6 +194,11 @@ impl Report<'_> {
     fn passkey_at(&self, key: &str, len: usize) -> Option<(usize, usize)> {
         let cells: Vec<&Cell> = self.method(key)?.passkey.iter().filter(|c| c.length == len).collect();
         (!cells.is_empty()).then(|| (cells.iter().map(|c| c.correct()).sum(), cells.iter().map(|c| c.trials.len()).sum()))
+    }
+
+    /// [`Self::passkey_at`] as a table cell, "k/n", or "-" where not asked.
+    fn passkey_cell(&self, key: &str, len: usize) -> String {
+        self.passkey_at(key, len).map(|(k, n)| format!("{k}/{n}")).unwrap_or_else(|| "-".into())
     }
 
     /// `methods` ranked by PPL at `len`, as "label PPL < label PPL ...", and the best key.
@@ -517,10 +522,7 @@ impl Report<'_> {
         md.push_str(&"---:|".repeat(lengths.len()));
         md.push('\n');
         for m in self.methods {
-            let cells: Vec<String> = lengths
-                .iter()
-                .map(|&len| self.passkey_at(&m.key, len).map(|(k, n)| format!("{k}/{n}")).unwrap_or_else(|| "-".into()))
-                .collect();
+            let cells: Vec<String> = lengths.iter().map(|&len| self.passkey_cell(&m.key, len)).collect();
             let _ = writeln!(md, "| {} | {} | {} |", m.label, m.train_len, cells.join(" | "));
         }
         md.push_str("\nBy depth, over the lengths beyond each model's L (depth 0: the key opens the prompt; 1: it ends the filler, just before the question):\n\n| method |");
