@@ -3,8 +3,9 @@
 //! continues it under plain RoPE, PI, YaRN and CLEX (same data, steps and seed) at L = P
 //! (the short regime) and at L = 4P (the long regime, as the released CLEX-16K was trained:
 //! s = L/P = 4, so t ≤ 4 trains on dense positions), where CLEX also runs with a lower
-//! learning rate for its ODE. Synthetic passkey documents are mixed into both stages, so the
-//! models learn to retrieve within L. Every model, and dynamic NTK on the stage-1 weights,
+//! learning rate for its ODE. Synthetic passkey documents are mixed into both stages, and
+//! stage 1 ends with a retrieval phase at P where half the windows are passkey documents, so
+//! the models learn to retrieve within L before stage 2 changes their positions. Every model, and dynamic NTK on the stage-1 weights,
 //! is scored at P..32P on the same validation windows and on passkey retrieval at 1x..16x its
 //! L; the report (markdown, SVGs, JSON) is written from those numbers.
 
@@ -31,7 +32,7 @@ use rand_chacha::ChaCha8Rng;
 use tokenizers::Tokenizer;
 
 use report::{Evaluated, Point, Report};
-use stages::{STAGE1, StageOutcome, run_stage};
+use stages::{RETRIEVAL, STAGE1, StageOutcome, run_stage};
 
 /// Flags of `cargo xtask experiment`.
 #[derive(clap::Args, Debug)]
@@ -59,6 +60,9 @@ pub struct ExperimentArgs {
     /// Micro-batches of stage 1 (overrides the mode's default).
     #[arg(long)]
     stage1_steps: Option<usize>,
+    /// Micro-batches of stage 1's retrieval phase (overrides the mode's default).
+    #[arg(long)]
+    retrieval_steps: Option<usize>,
     /// Micro-batches of each stage-2 run (overrides the mode's default).
     #[arg(long)]
     stage2_steps: Option<usize>,
@@ -100,10 +104,14 @@ pub struct Settings {
     pub batch_size: usize,
     /// Micro-batches of stage 1 and of each stage-2 run.
     pub steps: (usize, usize),
-    /// Peak learning rates of stage 1 and stage 2.
+    /// Peak learning rates of stage 1 and stage 2 (stage 1's retrieval phase uses stage 2's).
     pub lr: (f64, f64),
     /// Seeds of stage 1 and stage 2 (stage 2 draws fresh batches, not stage 1's first ones).
     pub seed: (u64, u64),
+    /// Micro-batches of stage 1's retrieval phase (plain RoPE at P, from the stage-1 weights).
+    pub retrieval_steps: usize,
+    /// Seed of the retrieval phase.
+    pub retrieval_seed: u64,
     /// CLEX T_max.
     pub max_factor: usize,
     /// PI (linear) factor.
@@ -126,8 +134,9 @@ pub struct Settings {
     pub long_yarn_factor: f64,
     /// The long regime's second CLEX run: its ODE's learning rate relative to the model's.
     pub clex_lr_ratio: f64,
-    /// Fraction of training windows (both stages) that are synthetic passkey documents.
-    pub passkey_fraction: f64,
+    /// Fraction of training windows that are synthetic passkey documents: in stage 1, and
+    /// in its retrieval phase and stage 2.
+    pub passkey_fraction: (f64, f64),
     /// Passkey prompt lengths as multiples of P (each model up to 16x its training length).
     pub passkey_multiples: Vec<usize>,
     /// Needle depths of the passkey evaluation.
@@ -140,12 +149,13 @@ pub struct Settings {
 
 impl Settings {
     fn new(args: &ExperimentArgs) -> Self {
-        // Full mode, both regimes: 71 min on 2 CPU cores (2026-12-01): stage 1 21 min (0.32 s
-        // per step of 8 × 128 on 2 threads), then the regimes side by side on 1 thread each
-        // (short: 4 runs of ~4.2 min, evaluation 5 min; long: 5 runs of 6-7 min at 2 × 512,
-        // evaluation 20 min, mostly passkey prompts up to 8192 tokens); quick: ~3 min.
-        let (steps, multiples, regions) =
-            if args.quick { ((60, 15), vec![1, 2, 4, 8], 2) } else { ((4000, 800), vec![1, 2, 4, 8, 16, 32], 8) };
+        // Full mode, both regimes, on 2 CPU cores (2026-12-01): stage 1 21 min (0.32 s per step
+        // of 8 × 128 on 2 threads), the retrieval phase 12 min, then the regimes side by side
+        // on 1 thread each (short: 4 runs of 4-7 min, evaluation 5 min; long: 5 runs of 6-11
+        // min at 2 × 512, evaluation 20 min, mostly passkey prompts up to 8192 tokens): about
+        // 1 h 35 min; quick: 2 min 16 s.
+        let (steps, retrieval_steps, multiples, regions) =
+            if args.quick { ((60, 15), 15, vec![1, 2, 4, 8], 2) } else { ((4000, 800), 2400, vec![1, 2, 4, 8, 16, 32], 8) };
         let (passkey_multiples, passkey_depths, passkey_trials) =
             if args.quick { (vec![1, 4, 16], vec![0.5], 1) } else { (vec![1, 2, 4, 8, 16, 32, 64], vec![0.0, 0.25, 0.5, 0.75, 1.0], 4) };
         Settings {
@@ -155,6 +165,8 @@ impl Settings {
             steps: (args.stage1_steps.unwrap_or(steps.0), args.stage2_steps.unwrap_or(steps.1)),
             lr: (3e-3, 1e-3),
             seed: (42, 43),
+            retrieval_steps: args.retrieval_steps.unwrap_or(retrieval_steps),
+            retrieval_seed: 44,
             max_factor: 16,
             pi_factor: 4.0,
             yarn_factor: 8.0,
@@ -166,7 +178,10 @@ impl Settings {
             long_multiple: 4,
             long_yarn_factor: 16.0,
             clex_lr_ratio: 0.1,
-            passkey_fraction: 0.1,
+            // At 0.1 no model learned to retrieve (0/20 at its own L, 2026-12-01); probes from the
+            // stage-1 weights at 0.5: 2400 micro-batches at P retrieve 95% at P, and 800 more at
+            // 4P keep 95% at 4P, where 800 at 4P straight from stage 1 retrieve none.
+            passkey_fraction: (0.1, 0.5),
             passkey_multiples,
             passkey_depths,
             passkey_trials,
@@ -216,25 +231,42 @@ fn stage2_runs(s: &Settings) -> Vec<Stage2Run> {
     runs
 }
 
-/// Training options of stage 1 (`stage1` None) or of a stage-2 run from the stage-1 model.
-fn options(s: &Settings, dir: PathBuf, rope: RopeChoice, stage1: Option<(&Path, &Stage2Run)>) -> TrainOptions {
+/// A training stage of the experiment.
+enum Stage<'a> {
+    /// Stage 1: plain RoPE from scratch at P.
+    Pretrain,
+    /// Stage 1's retrieval phase: plain RoPE at P from the stage-1 model in `from`.
+    Retrieval { from: &'a Path },
+    /// A stage-2 run from the model in `from`.
+    Continue { from: &'a Path, run: &'a Stage2Run },
+}
+
+/// Training options of `stage`, written to `dir`.
+fn options(s: &Settings, dir: PathBuf, rope: RopeChoice, stage: Stage) -> TrainOptions {
     let mut o = TrainOptions::tiny(dir);
     o.data = s.data.clone();
     o.rope = rope;
-    let multiple = stage1.map_or(1, |(_, r)| r.multiple);
+    let multiple = if let Stage::Continue { run, .. } = stage { run.multiple } else { 1 };
     // Longer training windows keep the tokens per micro-batch (and the step count) equal.
     o.seq_len = s.seq_len * multiple;
     o.batch_size = (s.batch_size / multiple).max(1);
-    o.passkey_fraction = s.passkey_fraction;
-    let (steps, lr, seed) = match stage1 {
-        None => (s.steps.0, s.lr.0, s.seed.0),
-        Some((dir, run)) => {
-            o.init_from = Some(dir.join("model"));
-            o.tokenizer = Some(dir.join("tokenizer.json"));
+    let mut from = |dir: &Path| {
+        o.init_from = Some(dir.join("model"));
+        o.tokenizer = Some(dir.join("tokenizer.json"));
+    };
+    let (steps, lr, seed, passkey) = match stage {
+        Stage::Pretrain => (s.steps.0, s.lr.0, s.seed.0, s.passkey_fraction.0),
+        Stage::Retrieval { from: dir } => {
+            from(dir);
+            (s.retrieval_steps, s.lr.1, s.retrieval_seed, s.passkey_fraction.1)
+        }
+        Stage::Continue { from: dir, run } => {
+            from(dir);
             o.clex_lr = run.clex_lr_ratio.map(|r| r * s.lr.1);
-            (s.steps.1, s.lr.1, s.seed.1)
+            (s.steps.1, s.lr.1, s.seed.1, s.passkey_fraction.1)
         }
     };
+    o.passkey_fraction = passkey;
     o.steps = steps.max(1);
     o.lr = lr;
     o.seed = seed;
@@ -280,7 +312,8 @@ struct Candidate {
 }
 
 fn candidates(s: &Settings, out_dir: &Path) -> Vec<Candidate> {
-    let stage1 = out_dir.join(STAGE1).join("model");
+    // The model every stage-2 run starts from: stage 1 after its retrieval phase.
+    let stage1 = out_dir.join(RETRIEVAL).join("model");
     let p = s.seq_len;
     let c = |key: &str, label: String, how: String, dir: PathBuf, rope, train_len| Candidate {
         key: key.into(),
@@ -291,7 +324,7 @@ fn candidates(s: &Settings, out_dir: &Path) -> Vec<Candidate> {
         train_len,
     };
     let mut v = vec![
-        c("rope-stage1", "RoPE, stage 1".into(), "stage 1 only".into(), stage1.clone(), None, p),
+        c("rope-stage1", "RoPE, stage 1".into(), "stage 1 and its retrieval phase".into(), stage1.clone(), None, p),
         c(
             "dynamic-ntk",
             format!("dynamic NTK ({})", s.ntk_factor),
@@ -415,8 +448,8 @@ pub fn run(args: ExperimentArgs) -> anyhow::Result<()> {
     }
     let t0 = Instant::now();
     let mut s = Settings::new(&args);
-    if s.steps.0 == 0 || s.steps.1 == 0 || s.regions == 0 {
-        bail!("--stage1-steps, --stage2-steps and --regions must be at least 1");
+    if s.steps.0 == 0 || s.steps.1 == 0 || s.retrieval_steps == 0 || s.regions == 0 {
+        bail!("--stage1-steps, --retrieval-steps, --stage2-steps and --regions must be at least 1");
     }
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").canonicalize().context("locating the workspace")?;
     let out_dir = args.out_dir.clone().unwrap_or_else(|| root.join("runs").join(if s.quick { "experiment-quick" } else { "experiment" }));
@@ -432,13 +465,17 @@ pub fn run(args: ExperimentArgs) -> anyhow::Result<()> {
 
     let stage1_dir = out_dir.join(STAGE1);
     let mut outcomes: Vec<(StageOutcome, RopeChoice)> = Vec::new();
-    let stage1_opts = options(&s, stage1_dir.clone(), RopeChoice::None, None);
+    let stage1_opts = options(&s, stage1_dir.clone(), RopeChoice::None, Stage::Pretrain);
     let stage1_checkpoint_every = stage1_opts.checkpoint_every;
     let first = run_stage(STAGE1, stage1_opts, "")?;
-    let upstream = first.fingerprint.clone();
+    let retrieval_dir = out_dir.join(RETRIEVAL);
+    let o = options(&s, retrieval_dir.clone(), RopeChoice::None, Stage::Retrieval { from: &stage1_dir });
+    let retrieval = run_stage(RETRIEVAL, o, &first.fingerprint)?;
+    let upstream = retrieval.fingerprint.clone();
     outcomes.push((first, RopeChoice::None));
+    outcomes.push((retrieval, RopeChoice::None));
     for run in &runs {
-        let o = options(&s, out_dir.join(run.dir), run.rope.clone(), Some((&stage1_dir, run)));
+        let o = options(&s, out_dir.join(run.dir), run.rope.clone(), Stage::Continue { from: &retrieval_dir, run });
         outcomes.push((run_stage(run.dir, o, &upstream)?, run.rope.clone()));
     }
 

@@ -68,12 +68,15 @@ pub fn remove_stage(dir: &Path) -> anyhow::Result<()> {
 /// Directory name of stage 1 (pretraining); stage 2's names come from the experiment's runs.
 pub const STAGE1: &str = "stage1";
 
+/// Directory name of stage 1's retrieval phase, the model every stage-2 run starts from.
+pub const RETRIEVAL: &str = "stage1-retrieval";
+
 /// `--fresh`: removes the directories of every stage of this experiment under `out_dir`,
-/// stage 1 and each of `stage2`, so all are trained again. Anything else there (the quick
+/// stage 1, its retrieval phase and each of `stage2`, so all are trained again. Anything else there (the quick
 /// corpus, a report, a stage of other settings) is left; a stage directory this command did
 /// not make is refused, as by [`remove_stage`].
 pub fn fresh<'a>(out_dir: &Path, stage2: impl IntoIterator<Item = &'a str>) -> anyhow::Result<()> {
-    for name in std::iter::once(STAGE1).chain(stage2) {
+    for name in [STAGE1, RETRIEVAL].into_iter().chain(stage2) {
         remove_stage(&out_dir.join(name))?;
     }
     Ok(())
@@ -174,7 +177,7 @@ mod tests {
     use clex_train::preset::RopeChoice;
     use clex_train::trainer::TrainOptions;
 
-    use super::{STAGE1, remove_stage, run_stage, validation_trend};
+    use super::{RETRIEVAL, STAGE1, remove_stage, run_stage, validation_trend};
 
     /// 4 tiny micro-batches on a few KB of the bundled corpus, checkpoints every 2.
     fn tiny(run_dir: PathBuf, dir: &Path) -> TrainOptions {
@@ -281,12 +284,13 @@ mod tests {
             regime: crate::experiment::Regime::Both,
             fresh: true,
             stage1_steps: None,
+            retrieval_steps: None,
             stage2_steps: None,
             regions: None,
         };
         let runs = crate::experiment::stage2_runs(&crate::experiment::Settings::new(&args));
-        let ours: Vec<&str> = std::iter::once(STAGE1).chain(runs.iter().map(|r| r.dir)).collect();
-        assert_eq!(ours.len(), 10, "stage 1, four stage-2 runs at P and five at 4P: {ours:?}");
+        let ours: Vec<&str> = [STAGE1, RETRIEVAL].into_iter().chain(runs.iter().map(|r| r.dir)).collect();
+        assert_eq!(ours.len(), 11, "stage 1, its retrieval phase, four stage-2 runs at P and five at 4P: {ours:?}");
         let stage = |name: &str| {
             let d = out.join(name);
             std::fs::create_dir_all(d.join("checkpoint")).unwrap();
