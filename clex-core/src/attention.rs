@@ -239,8 +239,17 @@ mod tests {
     /// Our flex kernel (through the backend trait) against the explicit path: prefill, cached
     /// chunks and decode steps, grouped heads, padding, key splits (long n, one row) and the
     /// GEMM tiles (many rows), with keys and values read from a prefix view of a larger cache.
+    /// The kernel's task split depends on the threads (per KV head, or every head per task
+    /// with split keys when there are few tasks), so each case runs on 1, 2 and 8 threads.
     #[test]
     fn flex_kernel_equals_explicit() {
+        for threads in [1, 2, 8] {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(kernel_cases);
+        }
+    }
+
+    fn kernel_cases() {
         let cases = [
             // (batch, seq, n, heads, kv_heads, d, pads, window)
             (1, 5, 5, 2, 2, 8, vec![], None),

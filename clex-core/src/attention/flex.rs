@@ -5,10 +5,12 @@
 //! reads the cache once and copies none of it. Work is split into tasks of one batch row,
 //! one KV head and a block of query positions; the query rows of a task are every head of
 //! the group at every position of the block, so grouped heads share each key and value read
-//! (no repeated KV). When there are fewer tasks than threads can use (decoding), each task's
-//! keys are split into ranges whose partial softmax results are merged after (as
-//! flash-decoding does). Scores, softmax and the value accumulation run in f32 for every
-//! storage dtype; tiles of keys and values are converted into f32 scratch as they are read.
+//! (no repeated KV). When there are fewer tasks than threads can use (decoding), a task
+//! takes every KV head, so each tile of keys is one contiguous stretch of the cache rather
+//! than one head's share of every row, and its keys are split into ranges whose partial
+//! softmax results are merged after (as flash-decoding does). Scores, softmax and the value
+//! accumulation run in f32 for every storage dtype; f32 keys and values are read in place,
+//! half ones converted tile by tile into f32 scratch.
 //! Large blocks multiply through the `gemm` crate (burn-flex's own GEMM), small ones (a
 //! decode step's few rows) through dot products compiled for AVX2 where the CPU has it.
 
@@ -36,6 +38,8 @@ trait Elem: Element + bytemuck::Pod + Send + Sync {
     /// `dst = src` in f32: a copy, or half's slice conversion (F16C where the CPU has it),
     /// where element-wise conversion would be a call per element.
     fn load_slice(src: &[Self], dst: &mut [f32]);
+    /// `src` itself when it already is f32 (read in place, no scratch copy).
+    fn as_f32(src: &[Self]) -> Option<&[f32]>;
 }
 
 impl Elem for f32 {
@@ -50,6 +54,10 @@ impl Elem for f32 {
     #[inline(always)]
     fn load_slice(src: &[Self], dst: &mut [f32]) {
         dst.copy_from_slice(src);
+    }
+    #[inline(always)]
+    fn as_f32(src: &[Self]) -> Option<&[f32]> {
+        Some(src)
     }
 }
 
@@ -68,6 +76,10 @@ macro_rules! half_elem {
             #[inline(always)]
             fn load_slice(src: &[Self], dst: &mut [f32]) {
                 src.convert_to_f32_slice(dst);
+            }
+            #[inline(always)]
+            fn as_f32(_: &[Self]) -> Option<&[f32]> {
+                None
             }
         }
     };
@@ -104,16 +116,64 @@ impl<'a, E: Elem> View<'a, E> {
     /// The `d` elements at `[b, i, h, ..]`.
     #[inline(always)]
     fn row(&self, b: usize, i: usize, h: usize) -> &'a [E] {
-        let at = self.offset + b * self.strides[0] + i * self.strides[1] + h * self.strides[2];
-        &self.data[at..at + self.dims[3]]
+        &self.from(b, i, h)[..self.dims[3]]
+    }
+
+    /// The storage from `[b, i, h, 0]` on: row `i + j` of head `h` starts `j · strides[1]`
+    /// elements in.
+    #[inline(always)]
+    fn from(&self, b: usize, i: usize, h: usize) -> &'a [E] {
+        &self.data[self.offset + b * self.strides[0] + i * self.strides[1] + h * self.strides[2]..]
+    }
+
+    /// Rows `i..i + len` of head `h` in f32 and their stride: the storage itself for f32,
+    /// else converted into `scratch` (stride d).
+    #[inline(always)]
+    fn tile<'s>(&self, b: usize, i: usize, len: usize, h: usize, scratch: &'s mut [f32]) -> (&'s [f32], usize)
+    where
+        'a: 's,
+    {
+        if let Some(rows) = E::as_f32(self.from(b, i, h)) {
+            return (rows, self.strides[1]);
+        }
+        let d = self.dims[3];
+        for j in 0..len {
+            E::load_slice(self.row(b, i + j, h), &mut scratch[j * d..(j + 1) * d]);
+        }
+        (scratch, d)
+    }
+
+    /// [`View::tile`] for each head of `heads`, each converting into its own `TILE · d`
+    /// part of `scratch` (empty when the storage is f32).
+    fn head_tiles<'s>(
+        &self,
+        b: usize,
+        i: usize,
+        len: usize,
+        heads: std::ops::Range<usize>,
+        scratch: &'s mut [f32],
+    ) -> Vec<(&'s [f32], usize)>
+    where
+        'a: 's,
+    {
+        let part = TILE * self.dims[3];
+        let mut rest = scratch;
+        heads
+            .map(|h| {
+                let (mine, tail) = std::mem::take(&mut rest).split_at_mut(if E::as_f32(&[]).is_some() { 0 } else { part });
+                rest = tail;
+                self.tile(b, i, len, h, mine)
+            })
+            .collect()
     }
 }
 
-/// One task: batch row `b`, KV head `g`, query positions `q0..q1`, keys `k0..k1`.
+/// One task: batch row `b`, KV heads `g0..g1`, query positions `q0..q1`, keys `k0..k1`.
 #[derive(Debug, Clone, Copy)]
 struct Task {
     b: usize,
-    g: usize,
+    g0: usize,
+    g1: usize,
     q0: usize,
     q1: usize,
     k0: usize,
@@ -157,11 +217,15 @@ fn run<E: Elem>(q: &FlexTensor, k: &FlexTensor, v: &FlexTensor, mask: &KeyMask) 
     let past = n - seq;
     let scale = 1.0 / (d as f32).sqrt();
 
-    // Tasks: (row, KV head, query block), each over the keys its block may see.
+    // Tasks: (row, KV head, query block), each over the keys its block may see; with too
+    // few of those for the threads (decoding), one task takes every KV head.
+    let threads = rayon::current_num_threads().max(1);
+    let per_head = batch * kv_heads * seq.div_ceil(QUERY_BLOCK) >= 2 * threads;
+    let groups: Vec<(usize, usize)> = if per_head { (0..kv_heads).map(|g| (g, g + 1)).collect() } else { vec![(0, kv_heads)] };
     let mut tasks = Vec::new();
     for b in 0..batch {
         let first = mask.pad(b).min(n);
-        for g in 0..kv_heads {
+        for &(g0, g1) in &groups {
             for q0 in (0..seq).step_by(QUERY_BLOCK) {
                 let q1 = (q0 + QUERY_BLOCK).min(seq);
                 let k1 = if mask.causal { past + q1 } else { n };
@@ -170,7 +234,7 @@ fn run<E: Elem>(q: &FlexTensor, k: &FlexTensor, v: &FlexTensor, mask: &KeyMask) 
                     Some(w) => first.max((past + q0 + 1).saturating_sub(w)),
                     None => first,
                 };
-                tasks.push(Task { b, g, q0, q1, k0: k0.min(k1), k1 });
+                tasks.push(Task { b, g0, g1, q0, q1, k0: k0.min(k1), k1 });
             }
         }
     }
@@ -178,7 +242,6 @@ fn run<E: Elem>(q: &FlexTensor, k: &FlexTensor, v: &FlexTensor, mask: &KeyMask) 
         return None; // an empty batch: burn's op returns the empty tensor
     }
     // Too few tasks for the threads (a decode step): split each one's keys.
-    let threads = rayon::current_num_threads().max(1);
     let splits = if tasks.len() >= 2 * threads { 1 } else { (2 * threads).div_ceil(tasks.len()).min(n / MIN_SPLIT).max(1) };
     let work: Vec<Task> = tasks
         .iter()
@@ -193,9 +256,10 @@ fn run<E: Elem>(q: &FlexTensor, k: &FlexTensor, v: &FlexTensor, mask: &KeyMask) 
     let mut out = vec![E::store(0.0); batch * seq * heads * d];
     for (t, parts) in tasks.iter().zip(partials.chunks(splits)) {
         let rows = (t.q1 - t.q0) * rep;
-        for r in 0..rows {
+        for r in 0..(t.g1 - t.g0) * rows {
             let m = parts.iter().map(|p| p.max[r]).fold(f32::NEG_INFINITY, f32::max);
-            let (i, h) = (t.q0 + r / rep, t.g * rep + r % rep);
+            let (gi, pr) = (r / rows, r % rows);
+            let (i, h) = (t.q0 + pr / rep, (t.g0 + gi) * rep + pr % rep);
             let dst = &mut out[((t.b * seq + i) * heads + h) * d..][..d];
             if m == f32::NEG_INFINITY {
                 continue; // every key masked: zeros, as burn's op gives
@@ -243,89 +307,112 @@ impl<E: Elem> Ctx<'_, '_, E> {
             // SAFETY: the CPU has the features the function is compiled for.
             return unsafe { self.task_avx2(t) };
         }
-        self.task_body(t)
+        self.task_body::<false>(t)
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
     unsafe fn task_avx2(&self, t: &Task) -> Partial {
-        self.task_body(t)
+        self.task_body::<true>(t)
     }
 
-    /// Online softmax over the task's keys, tile by tile.
+    /// Online softmax over the task's keys, tile by tile. With few rows (decoding) a tile is
+    /// read key by key across the task's heads, so the cache is streamed in storage order.
+    /// `AVX2`: the caller checked that the CPU has AVX2 and FMA.
     #[inline(always)]
-    fn task_body(&self, t: &Task) -> Partial {
+    fn task_body<const AVX2: bool>(&self, t: &Task) -> Partial {
         let d = self.q.dims[3];
+        // Rows of one head (position-major: row r is position q0 + r / rep, head g·rep +
+        // r % rep); the task's rows are its heads' rows one after another.
         let rows = (t.q1 - t.q0) * self.rep;
-        // Query rows (position-major: row r is position q0 + r / rep, head g·rep + r % rep),
-        // pre-scaled by 1/√d.
-        let mut q = vec![0.0f32; rows * d];
-        for r in 0..rows {
-            let src = self.q.row(t.b, t.q0 + r / self.rep, t.g * self.rep + r % self.rep);
-            for (x, s) in q[r * d..(r + 1) * d].iter_mut().zip(src) {
+        let heads = t.g1 - t.g0;
+        let all = heads * rows;
+        // Query rows pre-scaled by 1/√d.
+        let mut q = vec![0.0f32; all * d];
+        for (row, dst) in q.chunks_exact_mut(d).enumerate() {
+            let (gi, r) = (row / rows, row % rows);
+            let src = self.q.row(t.b, t.q0 + r / self.rep, (t.g0 + gi) * self.rep + r % self.rep);
+            for (x, s) in dst.iter_mut().zip(src) {
                 *x = s.load() * self.scale;
             }
         }
-        let mut part = Partial { max: vec![f32::NEG_INFINITY; rows], sum: vec![0.0; rows], acc: vec![0.0; rows * d] };
-        let mut kt = vec![0.0f32; TILE * d];
-        let mut vt = vec![0.0f32; TILE * d];
-        let mut scores = vec![0.0f32; rows * TILE];
+        let mut part = Partial { max: vec![f32::NEG_INFINITY; all], sum: vec![0.0; all], acc: vec![0.0; all * d] };
+        // Scratch for half keys and values, one tile per head; f32 ones are read in place.
+        let scratch = if E::as_f32(&[]).is_some() { 0 } else { TILE * d };
+        let (mut kt, mut vt) = (vec![0.0f32; heads * scratch], vec![0.0f32; heads * scratch]);
+        let mut scores = vec![0.0f32; all * TILE];
         let mut j0 = t.k0;
         while j0 < t.k1 {
             let len = TILE.min(t.k1 - j0);
-            for j in 0..len {
-                E::load_slice(self.k.row(t.b, j0 + j, t.g), &mut kt[j * d..(j + 1) * d]);
-                E::load_slice(self.v.row(t.b, j0 + j, t.g), &mut vt[j * d..(j + 1) * d]);
-            }
-            let s = &mut scores[..rows * len];
+            let keys = self.k.head_tiles(t.b, j0, len, t.g0..t.g1, &mut kt);
+            let values = self.v.head_tiles(t.b, j0, len, t.g0..t.g1, &mut vt);
+            let s = &mut scores[..all * len];
             if rows >= GEMM_ROWS {
-                // s[rows, len] = q[rows, d] · kt[len, d]ᵀ (kt read column by column)
-                small_gemm(rows, len, d, s, false, &q, &kt, 1, d);
+                for (gi, &(k, ks)) in keys.iter().enumerate() {
+                    // s[rows, len] = q[rows, d] · k[len, d]ᵀ (k read column by column)
+                    let (q, s) = (&q[gi * rows * d..(gi + 1) * rows * d], &mut s[gi * rows * len..(gi + 1) * rows * len]);
+                    small_gemm(rows, len, d, s, false, q, k, 1, ks);
+                }
             } else {
-                for r in 0..rows {
-                    let qr = &q[r * d..(r + 1) * d];
-                    for j in 0..len {
-                        s[r * len + j] = dot(qr, &kt[j * d..(j + 1) * d]);
+                // Key by key across the heads: storage order when the task has every head.
+                for j in 0..len {
+                    for (gi, &(k, ks)) in keys.iter().enumerate() {
+                        let kr = &k[j * ks..j * ks + d];
+                        for row in gi * rows..(gi + 1) * rows {
+                            let qr = &q[row * d..(row + 1) * d];
+                            #[cfg(target_arch = "x86_64")]
+                            if AVX2 {
+                                // SAFETY: AVX2 is only set after the CPU was checked for AVX2 and FMA.
+                                s[row * len + j] = unsafe { dot_avx2(qr, kr) };
+                                continue;
+                            }
+                            s[row * len + j] = dot(qr, kr);
+                        }
                     }
                 }
             }
-            for r in 0..rows {
-                let pos = self.past + t.q0 + r / self.rep;
+            for row in 0..all {
+                let pos = self.past + t.q0 + (row % rows) / self.rep;
                 // The row sees tile keys lo..hi: none past its own position (causal), none
                 // older than its window.
                 let hi = if self.causal { (pos + 1).saturating_sub(j0).min(len) } else { len };
                 let lo = self.window.map_or(0, |w| (pos + 1).saturating_sub(w).saturating_sub(j0)).min(hi);
-                let row = &mut s[r * len..(r + 1) * len];
+                let sr = &mut s[row * len..(row + 1) * len];
                 if lo == hi {
-                    row.fill(0.0);
+                    sr.fill(0.0);
                     continue;
                 }
-                let m = part.max[r].max(max_of(&row[lo..hi]));
-                for x in row[lo..hi].iter_mut() {
+                let m = part.max[row].max(max_of(&sr[lo..hi]));
+                for x in sr[lo..hi].iter_mut() {
                     *x = exp_nonpositive(*x - m);
                 }
-                let sum = sum_of(&row[lo..hi]);
-                row[..lo].fill(0.0);
-                row[hi..].fill(0.0);
-                let c = (part.max[r] - m).exp(); // 0 on the first visible tile
+                let tile_sum = sum_of(&sr[lo..hi]);
+                sr[..lo].fill(0.0);
+                sr[hi..].fill(0.0);
+                let c = (part.max[row] - m).exp(); // 0 on the first visible tile
                 if c != 1.0 {
-                    for a in part.acc[r * d..(r + 1) * d].iter_mut() {
+                    for a in part.acc[row * d..(row + 1) * d].iter_mut() {
                         *a *= c;
                     }
                 }
-                part.sum[r] = part.sum[r] * c + sum;
-                part.max[r] = m;
+                part.sum[row] = part.sum[row] * c + tile_sum;
+                part.max[row] = m;
             }
             if rows >= GEMM_ROWS {
-                // acc[rows, d] += s[rows, len] · vt[len, d]
-                small_gemm(rows, d, len, &mut part.acc, true, s, &vt, d, 1);
+                for (gi, &(v, vs)) in values.iter().enumerate() {
+                    // acc[rows, d] += s[rows, len] · v[len, d]
+                    let (s, acc) = (&s[gi * rows * len..(gi + 1) * rows * len], &mut part.acc[gi * rows * d..(gi + 1) * rows * d]);
+                    small_gemm(rows, d, len, acc, true, s, v, vs, 1);
+                }
             } else {
-                for r in 0..rows {
-                    let acc = &mut part.acc[r * d..(r + 1) * d];
-                    for j in 0..len {
-                        let p = s[r * len + j];
-                        if p != 0.0 {
-                            axpy(acc, p, &vt[j * d..(j + 1) * d]);
+                for j in 0..len {
+                    for (gi, &(v, vs)) in values.iter().enumerate() {
+                        let vr = &v[j * vs..j * vs + d];
+                        for row in gi * rows..(gi + 1) * rows {
+                            let p = s[row * len + j];
+                            if p != 0.0 {
+                                axpy(&mut part.acc[row * d..(row + 1) * d], p, vr);
+                            }
                         }
                     }
                 }
@@ -405,6 +492,37 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
         s += x * y;
     }
     s
+}
+
+/// [`dot`] in AVX2 with fused multiply-adds: LLVM vectorises `dot` to 4-lane products and
+/// shuffles (perf annotate, 2026-12-01), which made a long-context decode step compute-bound.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
+    use std::arch::x86_64::*;
+    let n = a.len().min(b.len());
+    let (pa, pb) = (a.as_ptr(), b.as_ptr());
+    let (mut s0, mut s1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    let mut i = 0;
+    // SAFETY (loads): every load reads 8 floats at i with i + 8 ≤ n.
+    while i + 16 <= n {
+        s0 = _mm256_fmadd_ps(unsafe { _mm256_loadu_ps(pa.add(i)) }, unsafe { _mm256_loadu_ps(pb.add(i)) }, s0);
+        s1 = _mm256_fmadd_ps(unsafe { _mm256_loadu_ps(pa.add(i + 8)) }, unsafe { _mm256_loadu_ps(pb.add(i + 8)) }, s1);
+        i += 16;
+    }
+    if i + 8 <= n {
+        s0 = _mm256_fmadd_ps(unsafe { _mm256_loadu_ps(pa.add(i)) }, unsafe { _mm256_loadu_ps(pb.add(i)) }, s0);
+        i += 8;
+    }
+    let s = _mm256_add_ps(s0, s1);
+    let x = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps::<1>(s));
+    let x = _mm_add_ps(x, _mm_movehl_ps(x, x));
+    let x = _mm_add_ss(x, _mm_shuffle_ps::<1>(x, x));
+    let mut r = _mm_cvtss_f32(x);
+    for (x, y) in a[i..n].iter().zip(&b[i..n]) {
+        r += x * y;
+    }
+    r
 }
 
 /// acc += p·x.
