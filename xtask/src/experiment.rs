@@ -5,9 +5,10 @@
 //! s = L/P = 4, so t ≤ 4 trains on dense positions), where CLEX also runs with a lower
 //! learning rate for its ODE. Synthetic passkey documents are mixed into both stages, and
 //! stage 1 ends with a retrieval phase at P where half the windows are passkey documents, so
-//! the models learn to retrieve within L before stage 2 changes their positions. Every model, and dynamic NTK on the stage-1 weights,
-//! is scored at P..32P on the same validation windows and on passkey retrieval at 1x..16x its
-//! L; the report (markdown, SVGs, JSON) is written from those numbers.
+//! the models learn to retrieve within L before stage 2 changes their positions. Every model,
+//! and dynamic NTK on the stage-1 weights, is scored at P..32P on the same validation windows
+//! and on passkey retrieval at 1x..16x its L; the report (markdown, SVGs, JSON) is written
+//! from those numbers.
 
 mod cache;
 mod report;

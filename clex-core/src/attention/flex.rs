@@ -143,8 +143,8 @@ impl<'a, E: Elem> View<'a, E> {
         (scratch, d)
     }
 
-    /// [`View::tile`] for each head of `heads`, each converting into its own `TILE · d`
-    /// part of `scratch` (empty when the storage is f32).
+    /// [`View::tile`] for each head of `heads`, each converting into its own equal part of
+    /// `scratch` (empty when the storage is f32).
     fn head_tiles<'s>(
         &self,
         b: usize,
@@ -156,11 +156,11 @@ impl<'a, E: Elem> View<'a, E> {
     where
         'a: 's,
     {
-        let part = TILE * self.dims[3];
+        let part = scratch.len() / heads.len().max(1);
         let mut rest = scratch;
         heads
             .map(|h| {
-                let (mine, tail) = std::mem::take(&mut rest).split_at_mut(if E::as_f32(&[]).is_some() { 0 } else { part });
+                let (mine, tail) = std::mem::take(&mut rest).split_at_mut(part);
                 rest = tail;
                 self.tile(b, i, len, h, mine)
             })

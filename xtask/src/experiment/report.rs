@@ -12,7 +12,7 @@ use clex_train::preset::RopeChoice;
 use serde_json::{Value, json};
 
 use super::Settings;
-use super::stages::StageOutcome;
+use super::stages::{RETRIEVAL, StageOutcome};
 
 /// One evaluation length of one model.
 #[derive(Debug, Clone)]
@@ -698,14 +698,17 @@ impl Report<'_> {
             s.lr.0,
             s.seed.0
         );
-        let retrieval = self.stages.get(1).map(|(st, _)| st.steps).unwrap_or(s.retrieval_steps);
+        let retrieval = self.stages.iter().find(|(st, _)| st.name == RETRIEVAL).map_or(s.retrieval_steps, |(st, _)| st.steps);
         let _ = writeln!(
             out,
             "- **Retrieval phase** (the end of stage 1): plain RoPE at P from the stage-1 weights, {retrieval} micro-batches of \
-             {} × {l}, half of them passkey documents (below), peak LR {}, seed {}. Without this phase, with passkey documents at 10% of \
+             {} × {l}, {}% of them passkey documents (below), peak LR {}, seed {}. Without this phase, with passkey documents at 10% of \
              both stages' windows, no model learned to retrieve (an earlier full run, 2026-12-01: 0/20 at every model's own \
              L); probes from the stage-1 weights showed the task is learned at P first and then kept at 4P, not learned at 4P directly.",
-            s.batch_size, s.lr.1, s.retrieval_seed
+            s.batch_size,
+            s.passkey_fraction.1 * 100.0,
+            s.lr.1,
+            s.retrieval_seed
         );
         let _ = writeln!(
             out,
