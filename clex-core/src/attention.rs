@@ -262,6 +262,8 @@ mod tests {
             (1, 1, 3000, 9, 3, 64, vec![], None),  // one row, long: split keys
             (1, 70, 2100, 4, 4, 32, vec![], None), // chunked prefill over a long cache
             (2, 1, 1500, 4, 2, 16, vec![7, 0], None),
+            (1, 1, 700, 7, 1, 40, vec![], None),      // 7 rows: dot groups 4 + 3, value lanes 32 + 8
+            (1, 2, 300, 6, 2, 12, vec![], Some(200)), // d not a multiple of 8: the scalar tails
         ];
         for (b, s, n, h, kvh, d, pads, window) in cases {
             let q = seq([b, s, h, d], 0.3);

@@ -30,6 +30,10 @@ const QUERY_BLOCK: usize = 32;
 const MIN_SPLIT: usize = 512;
 /// Rows from which the products go through GEMM rather than dot products.
 const GEMM_ROWS: usize = 8;
+/// Keys per block of a decode step's value sums: the block's rows of every head (6 KiB at
+/// SmolLM2's 3 × 64) are read while they are in L1, and each head's accumulators are loaded
+/// and stored once per block rather than once per key.
+const VALUE_BLOCK: usize = 8;
 
 /// Storage types the kernel reads and writes; computation is in f32.
 trait Elem: Element + bytemuck::Pod + Send + Sync {
@@ -358,15 +362,15 @@ impl<E: Elem> Ctx<'_, '_, E> {
                 for j in 0..len {
                     for (gi, &(k, ks)) in keys.iter().enumerate() {
                         let kr = &k[j * ks..j * ks + d];
-                        for row in gi * rows..(gi + 1) * rows {
-                            let qr = &q[row * d..(row + 1) * d];
-                            #[cfg(target_arch = "x86_64")]
-                            if AVX2 {
-                                // SAFETY: AVX2 is only set after the CPU was checked for AVX2 and FMA.
-                                s[row * len + j] = unsafe { dot_avx2(qr, kr) };
-                                continue;
-                            }
-                            s[row * len + j] = dot(qr, kr);
+                        let qh = &q[gi * rows * d..(gi + 1) * rows * d];
+                        #[cfg(target_arch = "x86_64")]
+                        if AVX2 {
+                            // SAFETY: AVX2 is only set after the CPU was checked for AVX2 and FMA.
+                            unsafe { dots_avx2(qh, kr, &mut s[gi * rows * len + j..], len) };
+                            continue;
+                        }
+                        for (r, qr) in qh.chunks_exact(d).enumerate() {
+                            s[(gi * rows + r) * len + j] = dot(qr, kr);
                         }
                     }
                 }
@@ -405,13 +409,23 @@ impl<E: Elem> Ctx<'_, '_, E> {
                     small_gemm(rows, d, len, acc, true, s, v, vs, 1);
                 }
             } else {
-                for j in 0..len {
+                // Blocks of a few keys across the heads (near storage order); within a block
+                // the AVX2 path keeps each head's accumulators in registers.
+                for b0 in (0..len).step_by(VALUE_BLOCK) {
+                    let b1 = (b0 + VALUE_BLOCK).min(len);
                     for (gi, &(v, vs)) in values.iter().enumerate() {
-                        let vr = &v[j * vs..j * vs + d];
-                        for row in gi * rows..(gi + 1) * rows {
-                            let p = s[row * len + j];
-                            if p != 0.0 {
-                                axpy(&mut part.acc[row * d..(row + 1) * d], p, vr);
+                        let acc = &mut part.acc[gi * rows * d..(gi + 1) * rows * d];
+                        let p = &s[gi * rows * len..(gi + 1) * rows * len];
+                        #[cfg(target_arch = "x86_64")]
+                        if AVX2 {
+                            // SAFETY: AVX2 is only set after the CPU was checked for AVX2 and FMA.
+                            unsafe { accumulate_avx2(acc, p, len, b0..b1, v, vs) };
+                            continue;
+                        }
+                        for j in b0..b1 {
+                            let vr = &v[j * vs..j * vs + d];
+                            for (a, pr) in acc.chunks_exact_mut(d).zip(p.chunks_exact(len)) {
+                                axpy(a, pr[j], vr);
                             }
                         }
                     }
@@ -523,6 +537,166 @@ unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
         r += x * y;
     }
     r
+}
+
+/// `out[r · stride] = q_r · k` for each row `q_r` of `q` (rows of `k.len()`), four rows at a
+/// time: each 8-lane slice of the key is loaded once for the four rows and the four sums are
+/// reduced together, where one [`dot_avx2`] per row loaded the key and reduced once per row
+/// (a long-context decode step was compute-bound on that).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dots_avx2(q: &[f32], k: &[f32], out: &mut [f32], stride: usize) {
+    let d = k.len();
+    let rows = q.len() / d.max(1);
+    assert!(rows == 0 || (rows - 1) * stride < out.len());
+    if !d.is_multiple_of(8) {
+        for (r, qr) in q.chunks_exact(d).enumerate() {
+            // SAFETY: the caller's CPU has AVX2 and FMA (this function's own contract).
+            out[r * stride] = unsafe { dot_avx2(qr, k) };
+        }
+        return;
+    }
+    let mut r = 0;
+    while r < rows {
+        let n = (rows - r).min(4);
+        let rq = &q[r * d..(r + n) * d];
+        // SAFETY: `rq` holds n rows of d, d a multiple of 8; the CPU has AVX2 and FMA.
+        let sums = unsafe {
+            match n {
+                4 => dots_group::<4>(rq, k),
+                3 => dots_group::<3>(rq, k),
+                2 => dots_group::<2>(rq, k),
+                _ => dots_group::<1>(rq, k),
+            }
+        };
+        for (i, &x) in sums[..n].iter().enumerate() {
+            out[(r + i) * stride] = x;
+        }
+        r += n;
+    }
+}
+
+/// The `R` (≤ 4) dot products of [`dots_avx2`]; `q` holds exactly `R` rows of `k.len()`, a
+/// multiple of 8.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn dots_group<const R: usize>(q: &[f32], k: &[f32]) -> [f32; 4] {
+    use std::arch::x86_64::*;
+    let d = k.len();
+    debug_assert!(R <= 4 && q.len() == R * d && d.is_multiple_of(8));
+    let (qp, kp) = (q.as_ptr(), k.as_ptr());
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut i = 0;
+    while i < d {
+        // SAFETY: i + 8 ≤ d, so both loads stay in row r of q and in k.
+        let kv = unsafe { _mm256_loadu_ps(kp.add(i)) };
+        for (r, a) in acc.iter_mut().enumerate().take(R) {
+            *a = _mm256_fmadd_ps(unsafe { _mm256_loadu_ps(qp.add(r * d + i)) }, kv, *a);
+        }
+        i += 8;
+    }
+    // [a, b, c, d] lane sums: two rounds of pairwise adds, then the two 128-bit halves.
+    let t = _mm256_hadd_ps(_mm256_hadd_ps(acc[0], acc[1]), _mm256_hadd_ps(acc[2], acc[3]));
+    let s = _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps::<1>(t));
+    let mut out = [0.0f32; 4];
+    // SAFETY: `out` has room for the four lanes.
+    unsafe { _mm_storeu_ps(out.as_mut_ptr(), s) };
+    out
+}
+
+/// `acc_r += Σ_{j ∈ keys} p[r · len + j] · v_j` for each row `r` of `acc` (rows of d), with
+/// `v_j = v[j · vs..j · vs + d]` (relative to the block start: `v` begins at key 0). Rows go
+/// three at a time and d 32 lanes at a time, so the accumulators stay in registers across
+/// the block's keys; a d that is not a multiple of 8 falls back to [`axpy`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn accumulate_avx2(acc: &mut [f32], p: &[f32], len: usize, keys: std::ops::Range<usize>, v: &[f32], vs: usize) {
+    if keys.is_empty() || acc.is_empty() {
+        return;
+    }
+    let rows = p.len() / len;
+    let d = acc.len() / rows;
+    // Every read below: row r < rows of p at key j < keys.end ≤ len, and v up to the last
+    // key's row.
+    assert!(keys.end <= len && rows * len == p.len() && rows * d == acc.len() && (keys.end - 1) * vs + d <= v.len());
+    if !d.is_multiple_of(8) {
+        for j in keys {
+            for (a, pr) in acc.chunks_exact_mut(d).zip(p.chunks_exact(len)) {
+                axpy(a, pr[j], &v[j * vs..j * vs + d]);
+            }
+        }
+        return;
+    }
+    let mut r = 0;
+    while r < rows {
+        let n = (rows - r).min(3);
+        let mut c = 0;
+        while c < d {
+            let wide = d - c >= 32;
+            let at = Block { acc: acc[r * d + c..].as_mut_ptr(), d, p: p[r * len..].as_ptr(), len, v: v[c..].as_ptr(), vs };
+            // SAFETY: rows r..r + n of acc and p exist (asserted); lanes c..c + 32 (or + 8)
+            // lie within d; keys within `keys` (asserted against len and v).
+            unsafe {
+                match (n, wide) {
+                    (3, true) => at.run::<3, 4>(keys.clone()),
+                    (2, true) => at.run::<2, 4>(keys.clone()),
+                    (_, true) => at.run::<1, 4>(keys.clone()),
+                    (3, false) => at.run::<3, 1>(keys.clone()),
+                    (2, false) => at.run::<2, 1>(keys.clone()),
+                    (_, false) => at.run::<1, 1>(keys.clone()),
+                }
+            }
+            c += if wide { 32 } else { 8 };
+        }
+        r += n;
+    }
+}
+
+/// Where one register block of [`accumulate_avx2`] reads and writes: `acc` and `p` at its
+/// first row (rows `d` and `len` apart), `v` at its first lane of key 0 (keys `vs` apart).
+#[cfg(target_arch = "x86_64")]
+struct Block {
+    acc: *mut f32,
+    d: usize,
+    p: *const f32,
+    len: usize,
+    v: *const f32,
+    vs: usize,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Block {
+    /// `R` rows × `8·C` lanes of accumulators, loaded once, updated for every key, stored once.
+    ///
+    /// # Safety
+    /// AVX2 and FMA; rows `0..R` and lanes `0..8·C` in bounds for every key of `keys`.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn run<const R: usize, const C: usize>(&self, keys: std::ops::Range<usize>) {
+        use std::arch::x86_64::*;
+        let mut a = [[_mm256_setzero_ps(); C]; R];
+        // SAFETY (every pointer below): the caller's bounds.
+        for (r, ar) in a.iter_mut().enumerate() {
+            for (c, x) in ar.iter_mut().enumerate() {
+                *x = unsafe { _mm256_loadu_ps(self.acc.add(r * self.d + 8 * c)) };
+            }
+        }
+        for j in keys {
+            let vj = unsafe { self.v.add(j * self.vs) };
+            for (r, ar) in a.iter_mut().enumerate() {
+                let w = _mm256_set1_ps(unsafe { *self.p.add(r * self.len + j) });
+                for (c, x) in ar.iter_mut().enumerate() {
+                    *x = _mm256_fmadd_ps(w, unsafe { _mm256_loadu_ps(vj.add(8 * c)) }, *x);
+                }
+            }
+        }
+        for (r, ar) in a.iter().enumerate() {
+            for (c, x) in ar.iter().enumerate() {
+                unsafe { _mm256_storeu_ps(self.acc.add(r * self.d + 8 * c), *x) };
+            }
+        }
+    }
 }
 
 /// acc += p·x.
